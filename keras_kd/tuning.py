@@ -1,0 +1,499 @@
+"""Searching the temperature, alpha and student width with KerasTuner.
+
+The teacher is evaluated once on the transfer set before the search; every trial
+then trains a fresh student on the stored teacher logits (batches of
+`({"inputs": x, "teacher_logits": t}, y)`, which the `Distiller` trains from without
+running a teacher). The objective is the student's validation accuracy at `T = 1`.
+
+```python
+hypermodel = DistillationHyperModel(build_student, temperatures=(1, 2, 5, 10, 20))
+tuner = make_tuner("random", hypermodel, max_trials=6, directory="runs/tune")
+result = search_temperature(tuner, teacher, x_train, y_train,
+                            validation_data=(x_val, y_val), epochs=3,
+                            output_dir="runs/tune")
+print(result.table)
+```
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import keras_tuner
+import numpy as np
+import tensorflow as tf
+
+from keras_kd import reports
+from keras_kd.distiller import INPUTS, TEACHER_LOGITS, Distiller
+
+DEFAULT_TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
+DEFAULT_ALPHAS = (0.9,)
+OBJECTIVE = "val_accuracy"
+TUNERS = ("random", "bayesian", "hyperband")
+
+
+def _choices(name: str, values, cast, check: Callable[[float], bool], rule: str):
+    """Validates a non-empty sequence of hyperparameter choices; returns a tuple."""
+    if values is None or isinstance(values, str | bytes) or not len(values):
+        raise ValueError(
+            f"`{name}` must be a non-empty sequence of {rule}, got {values!r}."
+        )
+    try:
+        cleaned = tuple(dict.fromkeys(cast(v) for v in values))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`{name}` must hold numbers ({rule}), got {values!r}."
+        ) from None
+    bad = [v for v in cleaned if not check(v)]
+    if bad:
+        raise ValueError(f"`{name}` must hold {rule}; {bad} are not.")
+    return cleaned
+
+
+class DistillationHyperModel(keras_tuner.HyperModel):
+    """A KerasTuner hypermodel: a `Distiller` over temperature, alpha and width.
+
+    Each trial builds a fresh student with `build_student(width)`, wraps it in a
+    teacher-less `Distiller` with the trial's temperature and alpha, and trains it
+    on stored teacher logits (see `search_temperature`, which computes them once).
+    The objective is `val_accuracy`: the student's accuracy at `T = 1` on the
+    validation data.
+
+    Args:
+        build_student: Callable returning a new, untrained student `keras.Model`
+            that outputs logits. It receives the trial's width, or `None` when
+            `widths` is not searched.
+        temperatures: Temperatures to try (floats > 0).
+        alphas: Weights of the soft term to try (floats in [0, 1]).
+        widths: Optional student widths (ints > 0) passed to `build_student`.
+        optimizer: Callable returning a new optimizer for each trial; default
+            Adam with learning rate 1e-3.
+        name: Name of the hypermodel.
+
+    Raises:
+        ValueError: for a non-callable `build_student` or an invalid choice list.
+
+    Example:
+
+    >>> def build_student(width):
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> hypermodel = DistillationHyperModel(build_student, temperatures=(1, 4))
+    >>> hypermodel.get_config()["temperatures"]
+    [1.0, 4.0]
+    """
+
+    def __init__(
+        self,
+        build_student: Callable[[int | None], keras.Model],
+        *,
+        temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
+        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        widths: Sequence[int] | None = None,
+        optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
+        name: str = "distillation_hypermodel",
+    ):
+        super().__init__(name=name, tunable=True)
+        if not callable(build_student):
+            raise ValueError(
+                "`build_student` must be a callable that returns a new student "
+                f"keras.Model for a width (or None), got {build_student!r}."
+            )
+        self.build_student = build_student
+        self.temperatures = _choices(
+            "temperatures", temperatures, float,
+            lambda t: math.isfinite(t) and t > 0, "floats > 0",
+        )
+        self.alphas = _choices(
+            "alphas", alphas, float, lambda a: 0.0 <= a <= 1.0, "floats in [0, 1]"
+        )
+        self.widths = None
+        if widths is not None:
+            self.widths = _choices("widths", widths, int, lambda w: w > 0, "ints > 0")
+        self.optimizer = optimizer or (lambda: keras.optimizers.Adam(1e-3))
+
+    def get_config(self) -> dict:
+        """The searched choices (the callables are not serialised)."""
+        return {
+            "name": self.name,
+            "temperatures": list(self.temperatures),
+            "alphas": list(self.alphas),
+            "widths": None if self.widths is None else list(self.widths),
+        }
+
+    def build(self, hp: keras_tuner.HyperParameters) -> Distiller:
+        """Builds and compiles the trial's `Distiller` (teacher `None`).
+
+        Args:
+            hp: The trial's hyperparameters.
+
+        Returns:
+            A compiled `Distiller` whose batches must carry teacher logits.
+
+        Raises:
+            ValueError: if `build_student` does not return a Keras model.
+        """
+        temperature = hp.Choice("temperature", list(self.temperatures))
+        alpha = hp.Choice("alpha", list(self.alphas))
+        width = None
+        if self.widths is not None:
+            width = hp.Choice("width", list(self.widths))
+        student = self.build_student(width)
+        if not isinstance(student, keras.Model):
+            raise ValueError(
+                "`build_student` must return a keras.Model, got "
+                f"{type(student).__name__} for width={width!r}."
+            )
+        distiller = Distiller(
+            student, None, temperature=float(temperature), alpha=float(alpha)
+        )
+        distiller.compile(optimizer=self.optimizer(), metrics=["accuracy"])
+        return distiller
+
+    def fit(
+        self,
+        hp: keras_tuner.HyperParameters,
+        model: Distiller,
+        x,
+        y=None,
+        *,
+        teacher_logits: TeacherLogits,
+        batch_size: int = 128,
+        shuffle_seed: int = 0,
+        **kwargs,
+    ):
+        """Trains the trial's distiller on stored teacher logits.
+
+        Called by the tuner with the arguments of `tuner.search`.
+
+        Args:
+            hp: The trial's hyperparameters.
+            model: The `Distiller` from `build`.
+            x: Student inputs of the transfer set (array).
+            y: Labels (array) or `None` for an unlabeled transfer set.
+            teacher_logits: The `TeacherLogits` computed before the search.
+            batch_size: Batch size.
+            shuffle_seed: Seed of the per-epoch shuffle.
+            **kwargs: Passed to `Distiller.fit` (epochs, validation_data,
+                callbacks, ...).
+
+        Returns:
+            The `History` of `Distiller.fit`.
+        """
+        logits = teacher_logits.for_temperature(model.temperature)
+        dataset = replay_dataset(x, logits, y, batch_size=batch_size, seed=shuffle_seed)
+        kwargs.setdefault("verbose", 0)
+        return model.fit(dataset, **kwargs)
+
+
+def replay_dataset(x, teacher_logits, y=None, *, batch_size: int = 128, seed=0):
+    """A shuffled `tf.data` dataset of `({"inputs": x, "teacher_logits": t}, y)`.
+
+    Args:
+        x: Student inputs, an array with one row per example.
+        teacher_logits: Array `(examples, classes)` of teacher outputs for `x`.
+        y: Labels, or `None` (then batches are `({"inputs", "teacher_logits"},)`).
+        batch_size: Batch size (int > 0).
+        seed: Shuffle seed; the order changes every epoch.
+
+    Returns:
+        A batched, prefetched `tf.data.Dataset`.
+
+    Raises:
+        ValueError: if the lengths of `x`, `teacher_logits` and `y` differ.
+
+    Example:
+
+    >>> ds = replay_dataset(np.zeros((4, 2)), np.zeros((4, 3)), np.zeros(4), batch_size=2)
+    >>> len(list(ds))
+    2
+    """
+    lengths = {"x": len(x), "teacher_logits": len(teacher_logits)}
+    if y is not None:
+        lengths["y"] = len(y)
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            f"`x`, `teacher_logits` and `y` must have one row per example; got "
+            f"lengths {lengths}."
+        )
+    features = {INPUTS: x, TEACHER_LOGITS: np.asarray(teacher_logits, np.float32)}
+    elements = features if y is None else (features, y)
+    dataset = tf.data.Dataset.from_tensor_slices(elements)
+    dataset = dataset.shuffle(lengths["x"], seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+class TeacherLogits:
+    """Teacher outputs on the transfer set, computed once and then reused.
+
+    A plain Keras teacher is run once, with one `predict` pass. A teacher with a
+    method `logits_at_temperature(x, temperature, training=False)` (e.g. an
+    ensemble averaging probabilities) gives temperature-dependent outputs: it is
+    run once per distinct temperature, the first time that temperature is asked
+    for, never once per trial.
+
+    Args:
+        teacher: A trained `keras.Model` outputting logits, or an object with
+            `logits_at_temperature`.
+        x: The transfer set's inputs (array).
+        batch_size: Batch size of the teacher pass.
+
+    Raises:
+        ValueError: if `teacher` is neither a Keras model nor has
+            `logits_at_temperature`.
+
+    Example:
+
+    >>> teacher = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    >>> store = TeacherLogits(teacher, np.zeros((5, 2), "float32"))
+    >>> store.for_temperature(4.0).shape, store.passes
+    ((5, 3), 1)
+    """
+
+    def __init__(self, teacher, x, batch_size: int = 256):
+        self._tempered = hasattr(teacher, "logits_at_temperature")
+        if not self._tempered and not isinstance(teacher, keras.Model):
+            raise ValueError(
+                "`teacher` must be a trained keras.Model (or a teacher with "
+                f"`logits_at_temperature`), got {type(teacher).__name__}."
+            )
+        self.teacher = teacher
+        self.x = x
+        self.batch_size = int(batch_size)
+        self.passes = 0
+        self._store: dict[float | None, np.ndarray] = {}
+        if not self._tempered:
+            self._store[None] = self._run(None)
+
+    def _run(self, temperature):
+        self.passes += 1
+        if not self._tempered:
+            outputs = self.teacher.predict(self.x, batch_size=self.batch_size, verbose=0)
+            return np.asarray(outputs, np.float32)
+        batches = tf.data.Dataset.from_tensor_slices(self.x).batch(self.batch_size)
+        parts = [
+            np.asarray(
+                self.teacher.logits_at_temperature(batch, temperature, training=False),
+                np.float32,
+            )
+            for batch in batches
+        ]
+        return np.concatenate(parts)
+
+    def for_temperature(self, temperature: float) -> np.ndarray:
+        """The stored teacher outputs to use at `temperature`.
+
+        Args:
+            temperature: The trial's temperature.
+
+        Returns:
+            Float32 array `(examples, classes)`.
+        """
+        key = float(temperature) if self._tempered else None
+        if key not in self._store:
+            self._store[key] = self._run(key)
+        return self._store[key]
+
+
+def make_tuner(
+    kind: str,
+    hypermodel: DistillationHyperModel,
+    *,
+    max_trials: int = 10,
+    max_epochs: int = 10,
+    directory: str | os.PathLike = "tuning",
+    project_name: str = "distillation",
+    strategy: tf.distribute.Strategy | None = None,
+    seed: int | None = 0,
+    overwrite: bool = True,
+) -> keras_tuner.Tuner:
+    """A KerasTuner tuner maximising the student's validation accuracy.
+
+    Args:
+        kind: `"random"`, `"bayesian"` or `"hyperband"`.
+        hypermodel: The `DistillationHyperModel` to search.
+        max_trials: Trials for random and Bayesian search.
+        max_epochs: Largest epoch budget of a Hyperband trial.
+        directory: Folder for the tuner's trial records and checkpoints.
+        project_name: Sub-folder name inside `directory`.
+        strategy: Optional `tf.distribute.Strategy`; models are built and trained
+            in its scope.
+        seed: Random seed of the search.
+        overwrite: Start afresh instead of resuming from `directory`.
+
+    Returns:
+        A `keras_tuner.Tuner`.
+
+    Raises:
+        ValueError: for an unknown `kind` or `max_trials` < 1.
+
+    Example:
+
+    >>> tuner = make_tuner("random", hypermodel, max_trials=3)  # doctest: +SKIP
+    """
+    if kind not in TUNERS:
+        raise ValueError(f"`kind` must be one of {TUNERS}, got {kind!r}.")
+    if int(max_trials) < 1:
+        raise ValueError(f"`max_trials` must be at least 1, got {max_trials!r}.")
+    common = {
+        "objective": keras_tuner.Objective(OBJECTIVE, direction="max"),
+        "directory": str(directory),
+        "project_name": project_name,
+        "distribution_strategy": strategy,
+        "seed": seed,
+        "overwrite": overwrite,
+    }
+    if kind == "random":
+        return keras_tuner.RandomSearch(hypermodel, max_trials=max_trials, **common)
+    if kind == "bayesian":
+        return keras_tuner.BayesianOptimization(
+            hypermodel, max_trials=max_trials, **common
+        )
+    return keras_tuner.Hyperband(hypermodel, max_epochs=max_epochs, **common)
+
+
+@dataclass
+class SearchResult:
+    """What `search_temperature` found.
+
+    Attributes:
+        best_hyperparameters: The best trial's values (temperature, alpha, ...).
+        best_score: The best trial's validation accuracy.
+        best_student: The best trial's trained student (`keras.Model`).
+        trials: One dict per trial: id, hyperparameters, score, status.
+        table: `trials` as a Markdown table, best first.
+        teacher_passes: How many passes the teacher made over the transfer set.
+        paths: Files written (`table`, `json`, `student`), when `output_dir` was
+            given.
+    """
+
+    best_hyperparameters: dict
+    best_score: float
+    best_student: keras.Model
+    trials: list[dict]
+    table: str
+    teacher_passes: int
+    paths: dict[str, Path] = field(default_factory=dict)
+
+
+def _trial_rows(tuner) -> list[dict]:
+    trials = tuner.oracle.get_best_trials(num_trials=len(tuner.oracle.trials))
+    rows = []
+    for trial in trials:
+        row = {"trial": trial.trial_id}
+        row.update(trial.hyperparameters.values)
+        row = {k: v for k, v in row.items() if not k.startswith("tuner/")}
+        row[OBJECTIVE] = float("nan") if trial.score is None else float(trial.score)
+        row["status"] = str(trial.status).lower()
+        rows.append(row)
+    return rows
+
+
+def search_temperature(
+    tuner: keras_tuner.Tuner,
+    teacher,
+    x,
+    y=None,
+    *,
+    validation_data: tuple,
+    epochs: int = 3,
+    batch_size: int = 128,
+    teacher_batch_size: int = 256,
+    output_dir: str | os.PathLike | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int = 0,
+) -> SearchResult:
+    """Runs `tuner`'s search with the teacher's outputs computed once.
+
+    Works with any KerasTuner tuner built on a `DistillationHyperModel` (see
+    `make_tuner`), and under the tuner's `distribution_strategy`.
+
+    Args:
+        tuner: The tuner; its hypermodel must be a `DistillationHyperModel`.
+        teacher: The trained teacher (see `TeacherLogits`).
+        x: Transfer-set inputs (array).
+        y: Transfer-set labels (array), or `None` for soft targets only.
+        validation_data: `(x_val, y_val)`: held-out labelled data for the
+            objective (the student's accuracy at `T = 1`).
+        epochs: Epochs per trial (Hyperband chooses its own).
+        batch_size: Training batch size.
+        teacher_batch_size: Batch size of the teacher pass.
+        output_dir: If given, `trials.md`, `trials.json` and `best_student.keras`
+            are written there.
+        callbacks: Extra Keras callbacks for every trial.
+        verbose: Keras verbosity of each trial's `fit`.
+
+    Returns:
+        A `SearchResult`.
+
+    Raises:
+        ValueError: for a tuner over another hypermodel, bad `validation_data`,
+            `epochs` < 1, or when no trial completed.
+
+    Example:
+
+    >>> result = search_temperature(tuner, teacher, x, y,
+    ...                             validation_data=(xv, yv))  # doctest: +SKIP
+    >>> result.best_hyperparameters["temperature"]  # doctest: +SKIP
+    5.0
+    """
+    if not isinstance(tuner.hypermodel, DistillationHyperModel):
+        raise ValueError(
+            "`tuner` must be built on a DistillationHyperModel (see make_tuner), got "
+            f"a tuner over {type(tuner.hypermodel).__name__}."
+        )
+    if not isinstance(validation_data, tuple | list) or len(validation_data) != 2:
+        raise ValueError(
+            "`validation_data` must be (x_val, y_val) with labels, since the "
+            f"objective is validation accuracy; got {type(validation_data).__name__}."
+        )
+    if int(epochs) < 1:
+        raise ValueError(f"`epochs` must be at least 1, got {epochs!r}.")
+    teacher_logits = TeacherLogits(teacher, x, batch_size=teacher_batch_size)
+    tuner.search(
+        x,
+        y,
+        teacher_logits=teacher_logits,
+        batch_size=batch_size,
+        epochs=int(epochs),
+        validation_data=tuple(validation_data),
+        callbacks=list(callbacks),
+        verbose=verbose,
+    )
+    rows = _trial_rows(tuner)
+    completed = [row for row in rows if not math.isnan(row[OBJECTIVE])]
+    if not completed:
+        raise ValueError(
+            f"No trial completed (statuses: {[r['status'] for r in rows]}); see the "
+            f"tuner's records in {tuner.project_dir}."
+        )
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    best_student = tuner.load_model(best_trial).student
+    table = reports.markdown_table(rows)
+    paths = {}
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths["table"] = output_dir / "trials.md"
+        paths["table"].write_text(table)
+        paths["json"] = reports.write_json(
+            output_dir / "trials.json",
+            {"trials": rows, "teacher_passes": teacher_logits.passes},
+        )
+        paths["student"] = output_dir / "best_student.keras"
+        best_student.save(paths["student"])
+    best = {k: v for k, v in best_trial.hyperparameters.values.items()
+            if not k.startswith("tuner/")}
+    return SearchResult(
+        best_hyperparameters=best,
+        best_score=float(best_trial.score),
+        best_student=best_student,
+        trials=rows,
+        table=table,
+        teacher_passes=teacher_logits.passes,
+        paths=paths,
+    )

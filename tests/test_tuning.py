@@ -1,0 +1,143 @@
+"""Tests of keras_kd.tuning: a tiny search that must run the teacher once."""
+
+import json
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_kd import tuning
+
+
+class CountingLayer(keras.layers.Layer):
+    """Identity that counts the examples that pass through it."""
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, dtype="int64", name="seen"
+        )
+
+    def call(self, x):
+        self.seen.assign_add(tf.cast(tf.shape(x)[0], "int64"))
+        return x
+
+
+def blobs(n, seed):
+    """Three separable Gaussian blobs in 4 dimensions."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    centres = np.eye(3, 4, dtype="float32") * 3.0
+    x = centres[y] + rng.normal(size=(n, 4)).astype("float32")
+    return x, y.astype("int32")
+
+
+def counting_teacher(x, y):
+    counter = CountingLayer()
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(16, activation="relu")(counter(inputs))
+    teacher = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    teacher.compile(keras.optimizers.Adam(0.03), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    counter.seen.assign(0)
+    return teacher, counter
+
+
+def build_student(width):
+    return keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(width or 8, activation="relu"),
+         keras.layers.Dense(3)]
+    )
+
+
+def test_search_runs_teacher_once_and_saves_best(tmp_path):
+    x, y = blobs(256, 0)
+    x_val, y_val = blobs(128, 1)
+    teacher, counter = counting_teacher(x, y)
+    hypermodel = tuning.DistillationHyperModel(
+        build_student, temperatures=(1, 4, 20), alphas=(0.5, 0.9), widths=(4, 8),
+        optimizer=lambda: keras.optimizers.Adam(0.05),
+    )
+    tuner = tuning.make_tuner(
+        "random", hypermodel, max_trials=3, directory=tmp_path / "tuner"
+    )
+    result = tuning.search_temperature(
+        tuner, teacher, x, y, validation_data=(x_val, y_val), epochs=2,
+        batch_size=64, output_dir=tmp_path / "out",
+    )
+    # 3 trials x 2 epochs, yet the teacher saw each transfer example exactly once.
+    assert int(counter.seen.numpy()) == len(x)
+    assert result.teacher_passes == 1
+    assert len(result.trials) == 3
+    assert {row["status"] for row in result.trials} == {"completed"}
+    assert {row["temperature"] for row in result.trials} <= {1.0, 4.0, 20.0}
+    scores = [row["val_accuracy"] for row in result.trials]
+    assert scores == sorted(scores, reverse=True)
+    assert result.best_score == pytest.approx(scores[0])
+    assert set(result.best_hyperparameters) == {"temperature", "alpha", "width"}
+    # The saved best student reloads and reaches the recorded best accuracy.
+    student = keras.models.load_model(result.paths["student"])
+    predictions = student.predict(x_val, verbose=0).argmax(-1)
+    assert np.mean(predictions == y_val) == pytest.approx(result.best_score, abs=1e-6)
+    assert result.best_score > 0.8
+    table = result.paths["table"].read_text()
+    assert table.startswith("| trial | temperature | alpha | width | val_accuracy |")
+    assert json.loads(result.paths["json"].read_text())["teacher_passes"] == 1
+
+
+def test_tempered_teacher_runs_once_per_temperature():
+    class Tempered:
+        calls = []
+
+        def logits_at_temperature(self, x, temperature, training=False):
+            self.calls.append(temperature)
+            return tf.ones((tf.shape(x)[0], 3)) * temperature
+
+    store = tuning.TeacherLogits(Tempered(), np.zeros((10, 4), "float32"), batch_size=10)
+    assert store.passes == 0
+    np.testing.assert_allclose(store.for_temperature(2.0), 2.0)
+    store.for_temperature(2.0)
+    store.for_temperature(5.0)
+    assert store.passes == 2 and Tempered.calls == [2.0, 5.0]
+
+
+def test_search_under_mirrored_strategy(tmp_path):
+    x, y = blobs(128, 2)
+    teacher, counter = counting_teacher(x, y)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    hypermodel = tuning.DistillationHyperModel(build_student, temperatures=(2, 5))
+    tuner = tuning.make_tuner(
+        "bayesian", hypermodel, max_trials=2, directory=tmp_path, strategy=strategy
+    )
+    result = tuning.search_temperature(
+        tuner, teacher, x, y, validation_data=blobs(64, 3), epochs=1, batch_size=32
+    )
+    assert int(counter.seen.numpy()) == len(x)
+    assert len(result.trials) == 2
+    assert isinstance(result.best_student, keras.Model)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperatures": (1, 0)}, "`temperatures` must hold floats > 0"),
+        ({"temperatures": ()}, "`temperatures` must be a non-empty sequence"),
+        ({"alphas": (1.5,)}, "`alphas` must hold floats in [0, 1]"),
+        ({"widths": ("wide",)}, "`widths` must hold numbers"),
+    ],
+)
+def test_bad_choices_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("`", "`")):
+        tuning.DistillationHyperModel(build_student, **kwargs)
+
+
+def test_search_refuses_other_hypermodels(tmp_path):
+    tuner = keras_tuner.RandomSearch(
+        lambda hp: build_student(None), objective="val_accuracy", max_trials=1,
+        directory=tmp_path,
+    )
+    with pytest.raises(ValueError, match="must be built on a DistillationHyperModel"):
+        tuning.search_temperature(tuner, None, None, validation_data=(None, None))
+    with pytest.raises(ValueError, match="`kind` must be one of"):
+        tuning.make_tuner("grid", tuning.DistillationHyperModel(build_student))
