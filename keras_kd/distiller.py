@@ -470,6 +470,21 @@ class Distiller(keras.Model):
             logs.update(self._compile_metrics.result())
         return logs
 
+    def get_metrics_result(self):
+        # Skips label metrics that were never built (an unlabeled transfer set).
+        # Keras then falls back to the step's own logs, which leave out the terms
+        # this run does not compute instead of reporting them as 0.
+        results = {}
+        for metric in self.metrics:
+            if not getattr(metric, "built", True):
+                continue
+            result = metric.result()
+            if isinstance(result, dict):
+                results.update(result)
+            else:
+                results[metric.name] = result
+        return results
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
