@@ -1,0 +1,932 @@
+"""A teacher-output cache: run the teacher once, distil from disk.
+
+Online distillation pays for a teacher forward pass on every student step; for
+an ensemble of ten that dominates the cost. `build_teacher_cache` runs the
+teacher (or `TeacherEnsemble`) once over a transfer set and writes its outputs
+to disk; `TeacherCache.dataset` replays them as batches
+`({"inputs": x, "teacher_logits": t}, y[, w])` that `keras_kd.Distiller`
+(with `teacher=None`) trains from directly.
+
+Layout of a cache folder::
+
+    manifest.json               fingerprints, layout, one entry per shard
+    shard-00000.logits.npy      full storage: (n, views, streams, classes)
+    shard-00000.indices.npy     top-k storage: (n, views, streams, k) class ids
+    shard-00000.values.npy      top-k storage: (n, views, streams, k) logits
+    shard-00000.rest.npy        top-k storage: (n, views, streams) dropped mean
+
+Every array is a plain `.npy` file opened memory-mapped, and a shard holds
+`shard_size` consecutive examples, so a transfer set larger than RAM works
+(give the inputs as an `np.memmap` too). A shard's files are written to a
+temporary name and renamed, and the manifest is rewritten after each shard, so
+an interrupted build resumes at the first missing shard.
+
+Decisions, documented here once:
+
+- **Precision.** Logits are stored in float16 by default (`dtype="float32"`
+  for exact replay). float16 keeps about 3 significant digits: a logit of 20 is
+  stored to within 0.01.
+- **Top-k.** With `top_k=k` each example keeps its `k` largest logits and their
+  class ids, plus the mean of the `C - k` dropped logits. Replay fills every
+  dropped class with that mean. This keeps the mean of the logits exact (so
+  `logit_matching`, which zero-means, sees the kept classes exactly), needs no
+  temperature, and with `k = C` gives back the full logits. The dropped classes
+  share their mass uniformly, and at temperature `T` their total mass
+  `(C - k) * exp(mean / T)` is at most the true `sum exp(z_j / T)` (Jensen): the
+  tail is under-weighted when the dropped logits are spread out, which matters
+  less at high `T`.
+- **Arithmetic ensembles.** Their combined distribution depends on `T`, so the
+  cache stores every member's logits (`streams = members`) and combines them at
+  replay, at the temperature given to `dataset(temperature=...)`, which must be
+  the Distiller's. One cache then serves every temperature (e.g. a temperature
+  search) at the price of `members` times the storage. A geometric ensemble
+  (mean of logits) and a single model store one stream, independent of `T`.
+- **Augmentation.** With `augment=fn` and `views=K`, the teacher sees `K`
+  augmented views of each example. `fn(example, seed)` must be stateless
+  (`tf.image.stateless_*`, `tf.random.stateless_*`) and is given the seed
+  `[seed, example_index * K + view]`; replay recomputes the same view from the
+  same seed, so the student sees exactly the input the teacher saw. The
+  trade-off: the student sees only `K` distinct views of each example instead of
+  a fresh one every epoch (less augmentation diversity over many epochs), the
+  build runs the teacher `K` times per example and the cache is `K` times
+  larger; in exchange the soft targets match the inputs, which fresh
+  augmentation with a cached teacher cannot give.
+- **Safety.** The manifest stores a fingerprint of the teacher's weights, of
+  the stored content (layout, `top_k`, views, augmentation, seed and a SHA-256
+  per file) and of the transfer set's order (a SHA-256 of each shard's inputs).
+  `TeacherCache.open` and `dataset` check them and raise a `ValueError` naming
+  the problem for a stale teacher, reordered or different inputs, a truncated,
+  missing or reshaped file, or a corrupt manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_kd.distiller import INPUTS, TEACHER_LOGITS, ends_in_softmax
+from keras_kd.teachers import TeacherEnsemble, combine_logits
+
+FORMAT = "keras_kd.teacher_cache"
+VERSION = 1
+MANIFEST = "manifest.json"
+STORAGE_DTYPES = ("float16", "float32")
+VERIFY_MODES = ("full", "size")
+_FULL_FILES = ("logits",)
+_TOP_K_FILES = ("indices", "values", "rest")
+
+
+# ------------------------------------------------------------------ hashing
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hash_array(array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def teacher_fingerprint(teacher: keras.Model) -> str:
+    """A SHA-256 of the teacher's weights (and of an ensemble's combination).
+
+    Two teachers with the same weight values in the same order, and the same
+    ensemble `mean`, have the same fingerprint; retraining or changing any weight
+    changes it. Layer names are not included, so a reloaded model matches.
+
+    Args:
+        teacher: A `keras.Model` or `TeacherEnsemble`.
+
+    Returns:
+        The hexadecimal digest.
+
+    Example:
+
+    >>> teacher_fingerprint(teacher)[:12]  # doctest: +SKIP
+    '3f0c9a7be21d'
+    """
+    digest = hashlib.sha256(type(teacher).__name__.encode())
+    if isinstance(teacher, TeacherEnsemble):
+        digest.update(f"{teacher.mean}:{teacher.num_members}".encode())
+    for weight in teacher.weights:
+        digest.update(_hash_array(keras.ops.convert_to_numpy(weight)).encode())
+    return digest.hexdigest()
+
+
+def _fingerprint(payload) -> str:
+    text = json.dumps(payload, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# -------------------------------------------------------------- validation
+
+
+def _num_examples(x) -> int:
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) < 1:
+        raise ValueError(
+            f"`x` must be an array (or np.memmap) of examples on axis 0, got "
+            f"{type(x).__name__}. Convert it with np.asarray(x) or open it with "
+            "np.load(path, mmap_mode='r')."
+        )
+    return int(shape[0])
+
+
+def _check_aligned(name: str, values, size: int):
+    if values is None:
+        return None
+    values = np.asanyarray(values)
+    if len(values) != size:
+        raise ValueError(
+            f"`{name}` has {len(values)} entries but `x` has {size} examples; they "
+            "must align one to one."
+        )
+    return values
+
+
+def _view_seeds(rows, views: int, seed: int):
+    """Stateless seeds `[seed, row]` for rows `example * views + view`."""
+    rows = tf.cast(rows, tf.int64)
+    return tf.stack([tf.fill(tf.shape(rows), tf.cast(seed, tf.int64)), rows], axis=1)
+
+
+def _apply_augment(augment, x_batch, rows, views: int, seed: int, output_spec):
+    seeds = _view_seeds(rows, views, seed)
+    return tf.map_fn(
+        lambda pair: augment(pair[0], pair[1]),
+        (x_batch, seeds),
+        fn_output_signature=output_spec,
+    )
+
+
+def expand_top_k(indices, values, rest, classes: int):
+    """Full logits from top-k storage: kept logits in place, the rest filled.
+
+    Args:
+        indices: Integer tensor `(..., k)`, the kept class ids.
+        values: Tensor `(..., k)`, their logits.
+        rest: Tensor `(...)`, the mean of the dropped logits (ignored when
+            `k == classes`).
+        classes: Number of classes `C`.
+
+    Returns:
+        Float32 tensor `(..., classes)`.
+
+    Example:
+
+    >>> expand_top_k(tf.constant([[2]]), tf.constant([[5.0]]), tf.constant([1.0]), 3)
+    <tf.Tensor: shape=(1, 3), dtype=float32, numpy=array([[1., 1., 5.]], dtype=float32)>
+    """
+    values = tf.cast(values, tf.float32)
+    k = tf.shape(values)[-1]
+    leading = tf.shape(values)[:-1]
+    flat_values = tf.reshape(values, [-1, k])
+    flat_indices = tf.reshape(tf.cast(indices, tf.int32), [-1, k])
+    rows = tf.shape(flat_values)[0]
+    base = tf.broadcast_to(tf.reshape(tf.cast(rest, tf.float32), [-1, 1]), [rows, classes])
+    row_ids = tf.repeat(tf.range(rows), k)
+    positions = tf.stack([row_ids, tf.reshape(flat_indices, [-1])], axis=1)
+    full = tf.tensor_scatter_nd_update(base, positions, tf.reshape(flat_values, [-1]))
+    return tf.reshape(full, tf.concat([leading, [classes]], axis=0))
+
+
+# ----------------------------------------------------------------- build
+
+
+def _teacher_layout(teacher) -> tuple[int, str, str | None]:
+    """(streams, stream kind, ensemble mean) of what the cache stores."""
+    if isinstance(teacher, TeacherEnsemble):
+        if teacher.mean == "arithmetic":
+            return teacher.num_members, "members", "arithmetic"
+        return 1, "combined", "geometric"
+    if hasattr(teacher, "logits_at_temperature"):
+        raise ValueError(
+            f"`teacher` ({type(teacher).__name__}) combines its outputs with a "
+            "temperature (it has `logits_at_temperature`), which the cache cannot "
+            "store independently of T. Cache a keras.Model or a TeacherEnsemble."
+        )
+    if not isinstance(teacher, keras.Model):
+        raise ValueError(f"`teacher` must be a keras.Model, got {type(teacher).__name__}.")
+    if ends_in_softmax(teacher):
+        raise ValueError(
+            "`teacher` ends in a softmax, but the cache stores logits (top-k and "
+            "float16 storage assume them). Give the teacher without its final softmax."
+        )
+    return 1, "combined", None
+
+
+def _write_npy(path: Path, array: np.ndarray) -> dict:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "wb") as handle:
+        np.save(handle, array)
+    os.replace(temporary, path)
+    return {
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+        "bytes": path.stat().st_size,
+        "sha256": _sha256_file(path),
+    }
+
+
+def _write_manifest(directory: Path, manifest: dict) -> None:
+    temporary = directory / (MANIFEST + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(temporary, directory / MANIFEST)
+
+
+def _shard_file(directory: Path, index: int, kind: str) -> Path:
+    return directory / f"shard-{index:05d}.{kind}.npy"
+
+
+def _file_matches(path: Path, record: dict) -> bool:
+    return path.is_file() and path.stat().st_size == record.get("bytes") and (
+        _sha256_file(path) == record.get("sha256")
+    )
+
+
+def build_teacher_cache(
+    teacher: keras.Model,
+    x,
+    directory: str | os.PathLike,
+    *,
+    top_k: int | None = None,
+    views: int = 1,
+    augment: Callable | None = None,
+    seed: int = 0,
+    batch_size: int = 256,
+    shard_size: int = 16384,
+    dtype: str = "float16",
+    verbose: bool = True,
+) -> TeacherCache:
+    """Runs `teacher` once over the transfer set `x` and writes its outputs.
+
+    Calling it again with the same teacher, inputs and arguments returns the
+    existing cache (rebuilding only the shards that are missing or damaged, so an
+    interrupted build resumes); a cache built with another teacher or other
+    arguments in `directory` is replaced.
+
+    Args:
+        teacher: A `keras.Model` that outputs logits, or a `TeacherEnsemble`.
+        x: The transfer set's inputs, an array with examples on axis 0 (an
+            `np.memmap` works for data larger than RAM). Its order is part of the
+            cache: replay must use the same inputs in the same order.
+        directory: Folder for the cache (created if needed).
+        top_k: Keep only the `k` largest logits per example (plus the mean of
+            the rest); `None` (default) keeps all.
+        views: Number of augmented views per example (needs `augment` if > 1).
+        augment: `fn(example, seed) -> example`, stateless (see module docs).
+        seed: Base seed of the augmentation.
+        batch_size: Examples per teacher forward pass.
+        shard_size: Examples per shard file.
+        dtype: `"float16"` (default) or `"float32"` for the stored logits.
+        verbose: Show a progress bar.
+
+    Returns:
+        The opened `TeacherCache`.
+
+    Raises:
+        ValueError: for invalid arguments, an empty `x`, or a teacher whose
+            outputs cannot be cached (softmax output, T-dependent combination).
+
+    Example:
+
+    ```python
+    cache = build_teacher_cache(ensemble, x_train, "runs/cache", top_k=None)
+    distiller = keras_kd.Distiller(student, None, temperature=4.0)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    distiller.fit(cache.dataset(x_train, y_train, batch_size=128, temperature=4.0))
+    ```
+    """
+    streams, stream_kind, mean = _teacher_layout(teacher)
+    size = _num_examples(x)
+    if size == 0:
+        raise ValueError("`x` is empty; the transfer set needs at least one example.")
+    for name, value in (("views", views), ("batch_size", batch_size), ("shard_size", shard_size)):
+        if not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    if views > 1 and augment is None:
+        raise ValueError(
+            f"`views={views}` without `augment` would store {views} identical copies. "
+            "Pass augment=fn(example, seed), or views=1."
+        )
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}, got {dtype!r}.")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        if stream_kind == "members":
+            return teacher.member_logits(batch, training=False)
+        return tf.cast(teacher(batch, training=False), tf.float32)[:, None, :]
+
+    output_spec = None
+    if augment is not None:
+        first = augment(tf.convert_to_tensor(x[:1])[0], _view_seeds([0], views, seed)[0])
+        output_spec = tf.TensorSpec(first.shape, first.dtype)
+        augment_batch = tf.function(
+            lambda batch, rows: _apply_augment(augment, batch, rows, views, seed, output_spec),
+            reduce_retracing=True,
+        )
+    classes = int(forward(x[:1] if augment is None else first[None]).shape[-1])
+    if top_k is not None and (
+        not isinstance(top_k, int | np.integer) or not 1 <= top_k <= classes
+    ):
+        raise ValueError(
+            f"`top_k` must be an integer in [1, {classes}] (the number of classes), "
+            f"got {top_k!r}. Use top_k=None to keep every logit."
+        )
+    content = {
+        "storage": "full" if top_k is None else "top_k",
+        "top_k": None if top_k is None else int(top_k),
+        "classes": classes,
+        "streams": streams,
+        "stream_kind": stream_kind,
+        "mean": mean,
+        "views": int(views),
+        "augment": None if augment is None else getattr(augment, "__name__", repr(augment)),
+        "seed": int(seed),
+        "dtype": dtype,
+    }
+    layout = {
+        "format": FORMAT,
+        "version": VERSION,
+        "teacher_fingerprint": teacher_fingerprint(teacher),
+        "content": content,
+        "num_examples": size,
+        "shard_size": int(shard_size),
+        "input_shape": list(x.shape[1:]),
+        "input_dtype": np.dtype(x.dtype).str,
+    }
+    previous = _read_manifest_if_compatible(directory, layout)
+    done = {shard["index"]: shard for shard in previous}
+    bounds = [(s, min(s + shard_size, size)) for s in range(0, size, shard_size)]
+    files = _FULL_FILES if top_k is None else _TOP_K_FILES
+    shards = []
+    progress = keras.utils.Progbar(size * views, unit_name="example") if verbose else None
+    for index, (start, stop) in enumerate(bounds):
+        inputs_sha256 = _hash_array(x[start:stop])
+        kept = done.get(index)
+        if (
+            kept is not None
+            and kept["start"] == start
+            and kept["stop"] == stop
+            and kept["inputs_sha256"] == inputs_sha256
+            and all(_file_matches(_shard_file(directory, index, k), kept["files"][k]) for k in files)
+        ):
+            shards.append(kept)
+            if progress is not None:
+                progress.add((stop - start) * views)
+            continue
+        outputs = np.empty((stop - start, views, streams, classes), np.float32)
+        for begin in range(start, stop, batch_size):
+            end = min(begin + batch_size, stop)
+            batch = x[begin:end]
+            for view in range(views):
+                inputs = batch
+                if augment is not None:
+                    rows = np.arange(begin, end, dtype=np.int64) * views + view
+                    inputs = augment_batch(tf.convert_to_tensor(batch), rows)
+                outputs[begin - start : end - start, view] = forward(inputs).numpy()
+            if progress is not None:
+                progress.add((end - begin) * views)
+        arrays = _encode(outputs, top_k, dtype)
+        records = {
+            kind: _write_npy(_shard_file(directory, index, kind), arrays[kind])
+            for kind in files
+        }
+        shards.append(
+            {"index": index, "start": start, "stop": stop,
+             "inputs_sha256": inputs_sha256, "files": records}
+        )
+        _write_manifest(directory, {**layout, "complete": False, "shards": shards})
+    manifest = {**layout, "complete": True, "shards": shards}
+    manifest["order_fingerprint"] = _fingerprint([s["inputs_sha256"] for s in shards])
+    manifest["content_fingerprint"] = _fingerprint(
+        [content, [[s["files"][k]["sha256"] for k in files] for s in shards]]
+    )
+    _write_manifest(directory, manifest)
+    return TeacherCache.open(directory, verify="size")
+
+
+def _encode(outputs: np.ndarray, top_k: int | None, dtype: str) -> dict[str, np.ndarray]:
+    """Storage arrays for float32 outputs `(n, views, streams, classes)`."""
+    if top_k is None:
+        return {"logits": outputs.astype(dtype)}
+    classes = outputs.shape[-1]
+    order = np.argsort(-outputs, axis=-1, kind="stable")[..., :top_k]
+    values = np.take_along_axis(outputs, order, axis=-1)
+    if top_k < classes:
+        rest = (outputs.sum(axis=-1) - values.sum(axis=-1)) / (classes - top_k)
+    else:
+        rest = np.zeros(outputs.shape[:-1], np.float32)
+    index_dtype = np.int16 if classes <= np.iinfo(np.int16).max else np.int32
+    return {
+        "indices": order.astype(index_dtype),
+        "values": values.astype(dtype),
+        "rest": rest.astype(dtype),
+    }
+
+
+def _read_manifest_if_compatible(directory: Path, layout: dict) -> list[dict]:
+    """Shards of an earlier build with the same layout, else [] (and a fresh start)."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        return []
+    try:
+        manifest = json.loads(path.read_text())
+        same = all(manifest.get(key) == value for key, value in layout.items())
+        shards = list(manifest["shards"]) if same else []
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        shards = []
+    if not shards:
+        for stale in directory.glob("shard-*.npy"):
+            stale.unlink()
+        path.unlink()
+    return shards
+
+
+# ----------------------------------------------------------------- replay
+
+
+_REQUIRED_KEYS = {
+    "format": str, "version": int, "complete": bool, "teacher_fingerprint": str,
+    "content": dict, "num_examples": int, "shard_size": int, "input_shape": list,
+    "input_dtype": str, "shards": list,
+}
+
+
+def _load_manifest(directory: Path) -> dict:
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"The teacher cache folder {str(directory)!r} does not exist. Build it "
+            "with keras_kd.cache.build_teacher_cache(teacher, x, directory)."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(directory)!r} holds no {MANIFEST}, so it is not a teacher cache. "
+            "Build it with keras_kd.cache.build_teacher_cache(teacher, x, directory)."
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"The cache manifest {str(path)!r} is corrupt (not valid JSON: {error}). "
+            "Delete the folder and rebuild it with build_teacher_cache."
+        ) from None
+    if not isinstance(manifest, dict):
+        raise ValueError(
+            f"The cache manifest {str(path)!r} is corrupt (a JSON "
+            f"{type(manifest).__name__}, not an object). Rebuild the cache."
+        )
+    for key, kind in _REQUIRED_KEYS.items():
+        if not isinstance(manifest.get(key), kind):
+            raise ValueError(
+                f"The cache manifest {str(path)!r} is corrupt: {key!r} is "
+                f"{manifest.get(key)!r}, expected a {kind.__name__}. Rebuild the cache."
+            )
+    if manifest["format"] != FORMAT or manifest["version"] != VERSION:
+        raise ValueError(
+            f"{str(path)!r} is format {manifest['format']!r} version "
+            f"{manifest['version']}, but this keras_kd reads {FORMAT!r} version "
+            f"{VERSION}. Rebuild the cache with this version."
+        )
+    if not manifest["complete"]:
+        raise ValueError(
+            f"The teacher cache in {str(directory)!r} is incomplete "
+            f"({len(manifest['shards'])} shards written): its build was interrupted. "
+            "Call build_teacher_cache again with the same arguments to resume it."
+        )
+    return manifest
+
+
+class TeacherCache:
+    """A teacher's outputs on a transfer set, on disk and memory-mapped.
+
+    Get one from `build_teacher_cache` or `TeacherCache.open`; replay it with
+    `dataset`. See the module docstring for the layout and its guarantees.
+
+    Args:
+        directory: The cache folder.
+        manifest: The parsed, checked manifest.
+        arrays: Per shard, its memory-mapped arrays by kind.
+
+    Example:
+
+    ```python
+    cache = TeacherCache.open("runs/cache", teacher=teacher, x=x_train)
+    train = cache.dataset(x_train, y_train, batch_size=128, temperature=4.0)
+    ```
+    """
+
+    def __init__(self, directory: Path, manifest: dict, arrays: list[dict]):
+        self.directory = Path(directory)
+        self.manifest = manifest
+        self._arrays = arrays
+        content = manifest["content"]
+        self.num_examples: int = manifest["num_examples"]
+        self.views: int = content["views"]
+        self.classes: int = content["classes"]
+        self.streams: int = content["streams"]
+        self.storage: str = content["storage"]
+        self.top_k: int | None = content["top_k"]
+        self.mean: str | None = content["mean"]
+        self.seed: int = content["seed"]
+
+    # ------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike,
+        *,
+        teacher: keras.Model | None = None,
+        x=None,
+        verify: str = "full",
+    ) -> TeacherCache:
+        """Opens a cache and checks it.
+
+        Args:
+            directory: The cache folder.
+            teacher: If given, the cache must have been built from a teacher
+                with exactly these weights.
+            x: If given, the cache must have been built on exactly these inputs
+                in this order.
+            verify: `"full"` (default) re-hashes every file against the
+                manifest; `"size"` checks only file sizes, shapes and dtypes.
+
+        Returns:
+            The `TeacherCache`.
+
+        Raises:
+            FileNotFoundError: if the folder or its manifest is missing.
+            ValueError: for a corrupt or incomplete manifest, a missing,
+                truncated, reshaped or altered file, a different teacher, or
+                different inputs.
+
+        Example:
+
+        >>> cache = TeacherCache.open("runs/cache", teacher=teacher)  # doctest: +SKIP
+        """
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"`verify` must be one of {VERIFY_MODES}, got {verify!r}.")
+        directory = Path(directory)
+        manifest = _load_manifest(directory)
+        arrays = cls._open_shards(directory, manifest, verify)
+        cache = cls(directory, manifest, arrays)
+        if teacher is not None:
+            cache.check_teacher(teacher)
+        if x is not None:
+            cache.check_inputs(x)
+        return cache
+
+    @staticmethod
+    def _expected_shape(manifest: dict, kind: str, rows: int) -> tuple:
+        content = manifest["content"]
+        lead = (rows, content["views"], content["streams"])
+        if kind == "logits":
+            return lead + (content["classes"],)
+        if kind in ("indices", "values"):
+            return lead + (content["top_k"],)
+        return lead
+
+    @classmethod
+    def _open_shards(cls, directory: Path, manifest: dict, verify: str) -> list[dict]:
+        content = manifest["content"]
+        files = _FULL_FILES if content.get("storage") == "full" else _TOP_K_FILES
+        expected_start = 0
+        arrays = []
+        for position, shard in enumerate(manifest["shards"]):
+            try:
+                index, start, stop = shard["index"], shard["start"], shard["stop"]
+                records = {kind: shard["files"][kind] for kind in files}
+            except (KeyError, TypeError):
+                raise ValueError(
+                    f"The cache manifest in {str(directory)!r} is corrupt: shard entry "
+                    f"{position} lacks index/start/stop/files. Rebuild the cache."
+                ) from None
+            if index != position or start != expected_start or stop <= start:
+                raise ValueError(
+                    f"The cache manifest in {str(directory)!r} is corrupt: shard "
+                    f"{position} covers examples [{start}, {stop}) but should start at "
+                    f"{expected_start}. Rebuild the cache."
+                )
+            expected_start = stop
+            opened = {}
+            for kind in files:
+                path = _shard_file(directory, index, kind)
+                opened[kind] = cls._open_file(path, records[kind], manifest, stop - start, verify)
+            arrays.append(opened)
+        if expected_start != manifest["num_examples"]:
+            raise ValueError(
+                f"The cache in {str(directory)!r} covers {expected_start} examples but "
+                f"its manifest says {manifest['num_examples']}. Rebuild the cache."
+            )
+        return arrays
+
+    @classmethod
+    def _open_file(cls, path: Path, record: dict, manifest, rows: int, verify: str):
+        if not path.is_file():
+            raise ValueError(
+                f"The cache file {str(path)!r} is missing. Rebuild the cache (call "
+                "build_teacher_cache again: it rewrites only damaged shards)."
+            )
+        size = path.stat().st_size
+        if size != record.get("bytes"):
+            raise ValueError(
+                f"The cache file {str(path)!r} has {size} bytes but the manifest "
+                f"recorded {record.get('bytes')}: it is truncated or was rewritten. "
+                "Call build_teacher_cache again to rebuild the damaged shards."
+            )
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as error:
+            raise ValueError(
+                f"The cache file {str(path)!r} cannot be read as a .npy array ({error}). "
+                "Call build_teacher_cache again to rebuild the damaged shards."
+            ) from None
+        expected = cls._expected_shape(manifest, path.name.split(".")[1], rows)
+        if tuple(array.shape) != expected or array.dtype.str != record.get("dtype"):
+            raise ValueError(
+                f"The cache file {str(path)!r} holds an array of shape "
+                f"{tuple(array.shape)} and dtype {array.dtype.str}, but the manifest "
+                f"expects {expected} and {record.get('dtype')}. Rebuild the cache."
+            )
+        if verify == "full" and _sha256_file(path) != record.get("sha256"):
+            raise ValueError(
+                f"The cache file {str(path)!r} does not match its SHA-256 in the "
+                "manifest: its content changed after the build. Call "
+                "build_teacher_cache again to rebuild the damaged shards."
+            )
+        return array
+
+    # ------------------------------------------------------------- checks
+
+    def check_teacher(self, teacher: keras.Model) -> None:
+        """Raises a `ValueError` unless the cache was built from `teacher`'s weights.
+
+        Args:
+            teacher: The teacher the caller believes the cache holds.
+
+        Raises:
+            ValueError: if the weight fingerprints differ (a stale cache).
+
+        Example:
+
+        >>> cache.check_teacher(teacher)  # doctest: +SKIP
+        """
+        if teacher_fingerprint(teacher) != self.manifest["teacher_fingerprint"]:
+            raise ValueError(
+                f"The teacher cache in {str(self.directory)!r} is stale: it was built "
+                "from a teacher with other weights than the one given. Rebuild it with "
+                "build_teacher_cache(teacher, x, directory)."
+            )
+
+    def check_inputs(self, x) -> None:
+        """Raises a `ValueError` unless `x` are the cached inputs in the cached order.
+
+        Args:
+            x: The transfer set's inputs.
+
+        Raises:
+            ValueError: for another number of examples, shape or dtype, or when
+                a shard's inputs differ (reordered or changed data), naming the
+                first differing range of examples.
+
+        Example:
+
+        >>> cache.check_inputs(x_train)  # doctest: +SKIP
+        """
+        size = _num_examples(x)
+        manifest = self.manifest
+        if size != self.num_examples:
+            raise ValueError(
+                f"`x` has {size} examples but the cache holds {self.num_examples}. "
+                "Replay the cache with the transfer set it was built on."
+            )
+        shape, dtype = list(x.shape[1:]), np.dtype(x.dtype).str
+        if shape != manifest["input_shape"] or dtype != manifest["input_dtype"]:
+            raise ValueError(
+                f"`x` has example shape {tuple(shape)} and dtype {dtype}, but the cache "
+                f"was built on {tuple(manifest['input_shape'])} and "
+                f"{manifest['input_dtype']}. Give the same preprocessed inputs."
+            )
+        for shard in manifest["shards"]:
+            start, stop = shard["start"], shard["stop"]
+            if _hash_array(x[start:stop]) != shard["inputs_sha256"]:
+                raise ValueError(
+                    f"`x` differs from the cached transfer set in examples [{start}, "
+                    f"{stop}): the data were reordered or changed since the cache was "
+                    "built, so targets would not match their inputs. Give the inputs "
+                    "in the original order, or rebuild the cache."
+                )
+
+    # ------------------------------------------------------------- replay
+
+    @property
+    def num_rows(self) -> int:
+        """Examples times views: the rows one replay epoch yields."""
+        return self.num_examples * self.views
+
+    def bytes_per_example(self) -> float:
+        """Bytes of cache files per example (all views and streams), headers included."""
+        total = sum(
+            record["bytes"] for shard in self.manifest["shards"] for record in shard["files"].values()
+        )
+        return total / self.num_examples
+
+    def _gather(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Stored arrays for `rows` (example * views + view), in the order given."""
+        examples, views = np.divmod(rows, self.views)
+        shard_size = self.manifest["shard_size"]
+        shard_ids = examples // shard_size
+        kinds = list(self._arrays[0])
+        out = {
+            kind: np.empty((len(rows),) + self._arrays[0][kind].shape[2:], self._arrays[0][kind].dtype)
+            for kind in kinds
+        }
+        for shard in np.unique(shard_ids):
+            mask = shard_ids == shard
+            local = examples[mask] - shard * shard_size
+            for kind in kinds:
+                out[kind][mask] = self._arrays[shard][kind][local, views[mask]]
+        return [out[kind] for kind in kinds]
+
+    def _needs_temperature(self) -> bool:
+        return self.mean == "arithmetic" and self.streams > 1
+
+    def _check_temperature(self, temperature):
+        if self._needs_temperature() and temperature is None:
+            raise ValueError(
+                "This cache holds the members of an arithmetic-mean ensemble, whose "
+                "combined distribution depends on the temperature: pass "
+                "`temperature=` (the Distiller's temperature)."
+            )
+
+    def _targets(self, stored: list, temperature):
+        """Teacher logits `(rows, classes)` from stored arrays `(rows, streams, ...)`."""
+        if self.storage == "full":
+            logits = stored[0]
+        else:
+            logits = expand_top_k(stored[0], stored[1], stored[2], self.classes)
+        if self.streams == 1:
+            return logits[:, 0]
+        return combine_logits(logits, temperature, self.mean)
+
+    def logits(self, rows=None, *, temperature: float | None = None) -> np.ndarray:
+        """The cached teacher logits as a float32 array `(len(rows), classes)`.
+
+        Args:
+            rows: Row ids `example * views + view`; default all rows in order.
+            temperature: Needed (only) for an arithmetic-mean ensemble.
+
+        Returns:
+            Float32 array; top-k storage is expanded, members are combined.
+
+        Raises:
+            ValueError: for a missing temperature or rows out of range.
+
+        Example:
+
+        >>> cache.logits([0, 1]).shape  # doctest: +SKIP
+        (2, 10)
+        """
+        self._check_temperature(temperature)
+        rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.num_rows):
+            raise ValueError(f"`rows` must lie in [0, {self.num_rows}), got {rows}.")
+        stored = [tf.constant(a) for a in self._gather(rows)]
+        return self._targets(stored, temperature).numpy().astype(np.float32)
+
+    def dataset(
+        self,
+        x,
+        y=None,
+        sample_weight=None,
+        *,
+        batch_size: int = 128,
+        shuffle: bool = True,
+        seed: int = 0,
+        temperature: float | None = None,
+        augment: Callable | None = None,
+        drop_remainder: bool = False,
+        check_order: bool = True,
+    ) -> tf.data.Dataset:
+        """Replays the cache: `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
+
+        Each epoch visits every row (`example * views + view`) once. Shuffling
+        permutes row ids, then inputs, labels, weights and teacher outputs are
+        all gathered with the same ids, so they stay aligned; with augmentation
+        each row's input is recomputed from its stateless seed, so it is exactly
+        the input the teacher saw.
+
+        Args:
+            x: The transfer set's inputs, the same array (same order) the cache
+                was built on; an `np.memmap` works.
+            y: Optional labels aligned with `x` (omit for an unlabeled transfer
+                set: the Distiller then trains on the soft term alone).
+            sample_weight: Optional per-example weights aligned with `x`.
+            batch_size: Rows per batch.
+            shuffle: Reshuffle the rows every epoch.
+            seed: Shuffle seed.
+            temperature: The Distiller's temperature; required for an
+                arithmetic-mean ensemble cache, ignored otherwise.
+            augment: The augmentation the cache was built with (required when
+                it was built with one; it is matched by name).
+            drop_remainder: Drop the last partial batch.
+            check_order: Hash `x` and compare with the cache (recommended; costs
+                one pass over `x`).
+
+        Returns:
+            A `tf.data.Dataset` for `Distiller.fit`.
+
+        Raises:
+            ValueError: for inputs that do not match the cache, misaligned
+                `y`/`sample_weight`, a missing temperature or augmentation.
+
+        Example:
+
+        >>> train = cache.dataset(x_train, y_train, batch_size=128)  # doctest: +SKIP
+        >>> distiller.fit(train, epochs=10)  # doctest: +SKIP
+        """
+        size = _num_examples(x)
+        if check_order:
+            self.check_inputs(x)
+        elif size != self.num_examples:
+            raise ValueError(
+                f"`x` has {size} examples but the cache holds {self.num_examples}."
+            )
+        y = _check_aligned("y", y, size)
+        sample_weight = _check_aligned("sample_weight", sample_weight, size)
+        self._check_temperature(temperature)
+        built_with = self.manifest["content"]["augment"]
+        given = None if augment is None else getattr(augment, "__name__", repr(augment))
+        if given != built_with:
+            raise ValueError(
+                f"The cache was built with augment={built_with!r} but `augment` is "
+                f"{given!r}. Replay with the same augmentation function, so the "
+                "student sees the inputs the teacher saw."
+            )
+        if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
+        views, base_seed = self.views, self.seed
+        extras = [a for a in (y, sample_weight) if a is not None]
+        stored_specs = [(a.dtype, a.shape[2:]) for a in self._arrays[0].values()]
+
+        def gather(rows):
+            examples = rows // views
+            return [x[examples], *(a[examples] for a in extras), *self._gather(rows)]
+
+        output_dtypes = [tf.as_dtype(np.dtype(x.dtype))]
+        output_dtypes += [tf.as_dtype(a.dtype) for a in extras]
+        output_dtypes += [tf.as_dtype(dtype) for dtype, _ in stored_specs]
+        output_spec = None
+        if augment is not None:
+            first = augment(tf.convert_to_tensor(x[:1])[0], _view_seeds([0], views, base_seed)[0])
+            output_spec = tf.TensorSpec(first.shape, first.dtype)
+
+        def load(rows):
+            rows = tf.sort(rows)
+            values = tf.numpy_function(gather, [rows], output_dtypes, stateful=False)
+            inputs = tf.ensure_shape(values[0], [None, *x.shape[1:]])
+            extra = [
+                tf.ensure_shape(v, [None, *a.shape[1:]])
+                for v, a in zip(values[1 : 1 + len(extras)], extras)
+            ]
+            stored = [
+                tf.ensure_shape(v, [None, *shape])
+                for v, (_, shape) in zip(values[1 + len(extras) :], stored_specs)
+            ]
+            if augment is not None:
+                inputs = _apply_augment(augment, inputs, rows, views, base_seed, output_spec)
+            features = {INPUTS: inputs, TEACHER_LOGITS: self._targets(stored, temperature)}
+            return (features, *extra) if extra else features
+
+        rows = tf.data.Dataset.range(self.num_rows)
+        if shuffle:
+            rows = rows.shuffle(self.num_rows, seed=seed, reshuffle_each_iteration=True)
+        rows = rows.batch(batch_size, drop_remainder=drop_remainder)
+        return rows.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+__all__ = [
+    "TeacherCache",
+    "build_teacher_cache",
+    "expand_top_k",
+    "teacher_fingerprint",
+]
