@@ -1,0 +1,493 @@
+"""Exporting a student to a TF SavedModel and to TFLite, with a parity report.
+
+`export_student` writes the requested formats and, for each, a parity report computed
+on held-out data: the largest and mean |logit difference| against the Keras student
+(int8 outputs dequantised), top-1 agreement, the exported model's accuracy, its file
+size and its per-example latency (batch 1, one thread). Every TFLite conversion
+happens in memory first: a model with ops TFLite cannot run is refused with a
+`ValueError` before any file is written.
+
+| format | what |
+| --- | --- |
+| `saved_model` | TF SavedModel with a `serving_default` signature (TF Serving) |
+| `tflite_float32` | TFLite, float32 weights and activations |
+| `tflite_dynamic_int8` | TFLite, int8 weights, float activations (no calibration) |
+| `tflite_int8` | TFLite, full-integer: int8 weights, activations, input, output |
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_kd import reports
+
+FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
+TFLITE_FORMATS = FORMATS[1:]
+_FILE_NAMES = {
+    "saved_model": "saved_model",
+    "tflite_float32": "student_float32.tflite",
+    "tflite_dynamic_int8": "student_dynamic_int8.tflite",
+    "tflite_int8": "student_int8.tflite",
+}
+_UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Redirects the process's stderr (C++ converter logs) into a buffer.
+
+    Yields a list that receives the captured text when the block ends.
+    """
+    captured: list[str] = []
+    with tempfile.TemporaryFile(mode="w+b") as buffer:
+        saved = os.dup(2)
+        os.dup2(buffer.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            buffer.seek(0)
+            captured.append(buffer.read().decode("utf-8", "replace"))
+
+
+def _check_student(student) -> None:
+    if not isinstance(student, keras.Model):
+        raise ValueError(
+            f"`student` must be a keras.Model, got {type(student).__name__}."
+        )
+    if len(student.inputs or ()) != 1 or len(student.outputs or ()) != 1:
+        raise ValueError(
+            "`student` must be a built model with one input and one output (logits); "
+            f"got {len(student.inputs or ())} input(s) and "
+            f"{len(student.outputs or ())} output(s). Call the model on data or wrap "
+            "it in a functional keras.Model first."
+        )
+
+
+def export_saved_model(student: keras.Model, path: str | os.PathLike) -> Path:
+    """Writes `student` as a TF SavedModel with a `serving_default` signature.
+
+    Args:
+        student: A built Keras model with one input and one output.
+        path: The folder to create.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        ValueError: for a model without exactly one input and one output.
+
+    Example:
+
+    >>> export_saved_model(student, "export/saved_model")  # doctest: +SKIP
+    PosixPath('export/saved_model')
+    """
+    _check_student(student)
+    path = Path(path)
+    with _captured_stderr():
+        student.export(str(path), format="tf_saved_model", verbose=False)
+    return path
+
+
+def _calibration_rows(data, count: int, seed: int) -> np.ndarray:
+    """Up to `count` randomly drawn input rows from an array or a tf.data dataset."""
+    if isinstance(data, tf.data.Dataset):
+        rows, total = [], 0
+        for element in data:
+            batch = element[0] if isinstance(element, tuple | list) else element
+            batch = np.asarray(batch)
+            rows.append(batch)
+            total += len(batch)
+            if total >= count:
+                break
+        data = np.concatenate(rows) if rows else np.zeros((0,))
+    data = np.asarray(data)
+    if data.ndim == 0 or len(data) == 0:
+        raise ValueError(
+            "`representative_data` is empty; full-integer quantisation needs sample "
+            "inputs from the transfer set to calibrate activation ranges."
+        )
+    rng = np.random.default_rng(seed)
+    index = rng.choice(len(data), size=min(count, len(data)), replace=False)
+    return data[np.sort(index)]
+
+
+def _conversion_error(quantization: str, log: str) -> ValueError:
+    ops = sorted(set(_UNSUPPORTED_OP.findall(log)))
+    if ops:
+        reason = f"TFLite has no builtin kernel for the op(s) {', '.join(ops)}"
+    else:
+        lines = [line.strip() for line in log.splitlines() if "error" in line.lower()]
+        reason = lines[0] if lines else "the converter failed"
+    return ValueError(
+        f"`student` cannot be exported as TFLite {quantization}: {reason}. Replace "
+        "those ops with TFLite builtins (see the TFLite op compatibility guide) or "
+        "export only the SavedModel (formats=['saved_model']). No file was written."
+    )
+
+
+def convert_to_tflite(
+    student: keras.Model,
+    quantization: str = "float32",
+    *,
+    representative_data=None,
+    calibration_examples: int = 500,
+    seed: int = 0,
+) -> bytes:
+    """Converts `student` to a TFLite flatbuffer in memory and checks that it runs.
+
+    Args:
+        student: A built Keras model with one input and one output.
+        quantization: `"float32"`, `"dynamic_int8"` (int8 weights, float
+            activations) or `"int8"` (full-integer: int8 weights, activations,
+            input and output).
+        representative_data: Inputs from the transfer set (array or tf.data
+            dataset of `x` or `(x, y)` batches); required for `"int8"`.
+        calibration_examples: How many examples to draw for calibration.
+        seed: Seed of that draw.
+
+    Returns:
+        The `.tflite` model as bytes.
+
+    Raises:
+        ValueError: for an unknown `quantization`, missing representative data,
+            or a model whose ops TFLite cannot convert or run.
+
+    Example:
+
+    >>> flatbuffer = convert_to_tflite(student, "float32")  # doctest: +SKIP
+    >>> Path("student.tflite").write_bytes(flatbuffer)  # doctest: +SKIP
+    """
+    kinds = ("float32", "dynamic_int8", "int8")
+    if quantization not in kinds:
+        raise ValueError(
+            f"`quantization` must be one of {kinds}, got {quantization!r}."
+        )
+    _check_student(student)
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "`representative_data` is required for quantization='int8': pass inputs "
+            "from the transfer set to calibrate the activation ranges."
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        saved = export_saved_model(student, Path(folder) / "saved_model")
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if quantization != "float32":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "int8":
+            rows = _calibration_rows(representative_data, calibration_examples, seed)
+            dtype = student.inputs[0].dtype
+
+            def representative():
+                for row in rows:
+                    yield [np.asarray(row[None], dtype=dtype)]
+
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        log: list[str] = []
+        try:
+            with _captured_stderr() as log:
+                flatbuffer = converter.convert()
+        except Exception as error:  # ConverterError and friends
+            raise _conversion_error(quantization, "".join(log) + str(error)) from None
+    runner = TFLiteRunner(flatbuffer)
+    example = np.zeros((1, *runner.input_shape[1:]), runner.input_dtype_float)
+    try:
+        runner.predict(example)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"The TFLite {quantization} model was converted but fails to run "
+            f"({error}). No file was written."
+        ) from None
+    return flatbuffer
+
+
+class TFLiteRunner:
+    """Runs a TFLite model on float inputs and returns float outputs.
+
+    Inputs are quantised and outputs dequantised with the model's own scales when
+    its input or output is integer (full-integer models).
+
+    Args:
+        model: The flatbuffer (bytes) or the path of a `.tflite` file.
+        num_threads: Interpreter threads; latency is measured with 1.
+
+    Raises:
+        ValueError: for a model without exactly one input and one output.
+
+    Example:
+
+    >>> runner = TFLiteRunner("student_int8.tflite")  # doctest: +SKIP
+    >>> runner.predict(x_test[:5]).shape  # doctest: +SKIP
+    (5, 10)
+    """
+
+    def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
+        content = model if isinstance(model, bytes) else Path(model).read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation note
+            self.interpreter = tf.lite.Interpreter(
+                model_content=content, num_threads=num_threads
+            )
+        inputs = self.interpreter.get_input_details()
+        outputs = self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(
+                "TFLiteRunner needs a model with one input and one output; got "
+                f"{len(inputs)} and {len(outputs)}."
+            )
+        self._input, self._output = inputs[0], outputs[0]
+        self.input_shape = tuple(int(d) for d in self._input["shape_signature"])
+        self.input_dtype_float = (
+            np.float32 if np.issubdtype(self._input["dtype"], np.integer)
+            else self._input["dtype"]
+        )
+        self._batch = None
+
+    def _resize(self, batch: int) -> None:
+        if batch != self._batch:
+            shape = [batch, *self._input["shape"][1:]]
+            self.interpreter.resize_tensor_input(self._input["index"], shape)
+            self.interpreter.allocate_tensors()
+            self._batch = batch
+
+    def _quantise(self, x: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if not np.issubdtype(dtype, np.integer):
+            return np.asarray(x, dtype)
+        scale, zero = self._input["quantization"]
+        info = np.iinfo(dtype)
+        q = np.round(np.asarray(x, np.float32) / scale + zero)
+        return np.clip(q, info.min, info.max).astype(dtype)
+
+    def _dequantise(self, y: np.ndarray) -> np.ndarray:
+        if not np.issubdtype(self._output["dtype"], np.integer):
+            return np.asarray(y, np.float32)
+        scale, zero = self._output["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+
+    def _invoke(self, batch: np.ndarray) -> np.ndarray:
+        self._resize(len(batch))
+        self.interpreter.set_tensor(self._input["index"], self._quantise(batch))
+        self.interpreter.invoke()
+        return self._dequantise(self.interpreter.get_tensor(self._output["index"]))
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Float outputs for the float inputs `x`, batch by batch.
+
+        Args:
+            x: Array of inputs, one row per example.
+            batch_size: Rows per interpreter call.
+
+        Returns:
+            Float32 array of outputs (dequantised for integer models).
+        """
+        x = np.asarray(x)
+        parts = [self._invoke(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        return np.concatenate(parts)
+
+    def latency_ms(self, x, examples: int = 200, warmup: int = 10) -> float:
+        """Mean milliseconds per example at batch size 1.
+
+        Args:
+            x: Inputs to time (the first `examples` rows are used).
+            examples: How many single-example calls to time.
+            warmup: Untimed calls before timing.
+
+        Returns:
+            The mean time of one call, in milliseconds.
+        """
+        return _latency_ms(self._invoke, np.asarray(x), examples, warmup)
+
+
+def _latency_ms(call, x, examples, warmup) -> float:
+    rows = x[: max(1, examples)]
+    for i in range(min(warmup, len(rows))):
+        call(rows[i : i + 1])
+    start = time.perf_counter()
+    for i in range(len(rows)):
+        call(rows[i : i + 1])
+    return 1000.0 * (time.perf_counter() - start) / len(rows)
+
+
+def _folder_size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def parity_metrics(reference, exported, y=None) -> dict:
+    """Compares exported-model outputs with the Keras student's on the same inputs.
+
+    Args:
+        reference: Keras student logits, `(examples, classes)`.
+        exported: The exported model's (dequantised) outputs, same shape.
+        y: Optional integer labels, for the exported model's accuracy.
+
+    Returns:
+        A dict with `max_abs_logit_diff`, `mean_abs_logit_diff`,
+        `top1_agreement`, `examples` and, with labels, `accuracy`.
+
+    Raises:
+        ValueError: when the shapes differ.
+
+    Example:
+
+    >>> parity_metrics(np.array([[1.0, 0.0]]), np.array([[0.9, 0.0]]))["top1_agreement"]
+    1.0
+    """
+    reference = np.asarray(reference, np.float32)
+    exported = np.asarray(exported, np.float32)
+    if reference.shape != exported.shape:
+        raise ValueError(
+            f"Exported outputs have shape {exported.shape} but the Keras student's "
+            f"have {reference.shape}; they must match."
+        )
+    difference = np.abs(reference - exported)
+    metrics = {
+        "examples": int(len(reference)),
+        "max_abs_logit_diff": float(difference.max()),
+        "mean_abs_logit_diff": float(difference.mean()),
+        "top1_agreement": float(np.mean(reference.argmax(-1) == exported.argmax(-1))),
+    }
+    if y is not None:
+        labels = np.asarray(y).reshape(-1)
+        metrics["accuracy"] = float(np.mean(exported.argmax(-1) == labels))
+    return metrics
+
+
+def _saved_model_predict(path: Path, x: np.ndarray, batch_size: int = 256):
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name,) = serve.structured_input_signature[1].keys()
+
+    def call(batch):
+        (output,) = serve(**{name: tf.constant(batch)}).values()
+        return output.numpy()
+
+    outputs = np.concatenate(
+        [call(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    )
+    return outputs, call
+
+
+def export_student(
+    student: keras.Model,
+    output_dir: str | os.PathLike,
+    *,
+    x_test,
+    y_test=None,
+    representative_data=None,
+    formats: Sequence[str] = FORMATS,
+    calibration_examples: int = 500,
+    latency_examples: int = 200,
+) -> dict[str, dict]:
+    """Exports `student` in each of `formats` and writes a parity report for each.
+
+    Files in `output_dir`: `saved_model/`, `student_float32.tflite`,
+    `student_dynamic_int8.tflite`, `student_int8.tflite` (those requested), each
+    with `<name>.parity.json` and `<name>.parity.md`, and `parity.md` /
+    `parity.json` tabulating all of them against the Keras student.
+
+    Args:
+        student: The trained student (one input, one output of logits).
+        output_dir: Folder to write into (created).
+        x_test: Held-out inputs (array) for the parity report.
+        y_test: Their integer labels (array), or `None` to skip accuracy.
+        representative_data: Transfer-set inputs (array or tf.data dataset)
+            for full-integer calibration; needed for `"tflite_int8"`.
+        formats: Any of `FORMATS`.
+        calibration_examples: Examples drawn for int8 calibration.
+        latency_examples: Single-example calls timed for latency.
+
+    Returns:
+        Mapping of format to its report (see `parity_metrics`, plus `format`,
+        `path`, `size_bytes`, `size_ratio_vs_float32_tflite`,
+        `latency_ms_per_example`, `keras_accuracy`, `accuracy_drop_points`).
+
+    Raises:
+        ValueError: for unknown formats, an unconvertible model (before any file
+            is written) or outputs of the wrong shape.
+
+    Example:
+
+    >>> reports = export_student(student, "export", x_test=x_test, y_test=y_test,
+    ...                          representative_data=x_train)  # doctest: +SKIP
+    >>> reports["tflite_float32"]["top1_agreement"]  # doctest: +SKIP
+    1.0
+    """
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"`formats` must be a non-empty list drawn from {FORMATS}; got {formats}."
+        )
+    _check_student(student)
+    x_test = np.asarray(x_test)
+    flatbuffers = {
+        name: convert_to_tflite(
+            student,
+            name.removeprefix("tflite_"),
+            representative_data=representative_data,
+            calibration_examples=calibration_examples,
+        )
+        for name in formats
+        if name in TFLITE_FORMATS
+    }
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    reference = np.asarray(student.predict(x_test, batch_size=256, verbose=0), np.float32)
+    keras_accuracy = None
+    if y_test is not None:
+        keras_accuracy = float(np.mean(reference.argmax(-1) == np.asarray(y_test).reshape(-1)))
+    float32_size = len(flatbuffers["tflite_float32"]) if "tflite_float32" in flatbuffers else None
+    results = {}
+    for name in formats:
+        path = output_dir / _FILE_NAMES[name]
+        if name == "saved_model":
+            export_saved_model(student, path)
+            outputs, call = _saved_model_predict(path, x_test)
+            runtime = "tf.saved_model (serving_default)"
+        else:
+            path.write_bytes(flatbuffers[name])
+            runner = TFLiteRunner(path)
+            outputs, call = runner.predict(x_test), runner._invoke
+            runtime = "tf.lite.Interpreter, 1 thread"
+        report = {"format": name, "path": str(path), **parity_metrics(reference, outputs, y_test)}
+        size = _folder_size(path)
+        report["size_bytes"] = size
+        report["size_ratio_vs_float32_tflite"] = (
+            None if float32_size is None or name == "saved_model" else float32_size / size
+        )
+        report["latency_ms_per_example"] = _latency_ms(call, x_test, latency_examples, 10)
+        report["latency_runtime"] = runtime
+        if keras_accuracy is not None:
+            report["keras_accuracy"] = keras_accuracy
+            report["accuracy_drop_points"] = 100.0 * (keras_accuracy - report["accuracy"])
+        stem = _FILE_NAMES[name].removesuffix(".tflite") + ".parity"
+        reports.write_json(output_dir / f"{stem}.json", report)
+        (output_dir / f"{stem}.md").write_text(reports.markdown_table([report], digits=6))
+        results[name] = report
+    rows = list(results.values())
+    reports.write_json(output_dir / "parity.json", {"exports": rows})
+    columns = [
+        "format", "top1_agreement", "max_abs_logit_diff", "mean_abs_logit_diff",
+        "accuracy", "keras_accuracy", "accuracy_drop_points", "size_bytes",
+        "size_ratio_vs_float32_tflite", "latency_ms_per_example",
+    ]
+    columns = [c for c in columns if any(c in row for row in rows)]
+    (output_dir / "parity.md").write_text(reports.markdown_table(rows, columns, digits=6))
+    return results
