@@ -1,0 +1,256 @@
+"""Teacher-output cache: replay equals online distillation, top-k, safety, resume, views."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_kd.cache import TeacherCache, build_teacher_cache, expand_top_k
+from keras_kd.distiller import INPUTS, TEACHER_LOGITS, Distiller
+from keras_kd.teachers import TeacherEnsemble
+
+FEATURES, CLASSES, N = 5, 4, 40
+
+
+def _dense(seed, classes=CLASSES):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(classes)])
+
+
+@pytest.fixture
+def x():
+    return np.random.default_rng(0).normal(size=(N, FEATURES)).astype("float32")
+
+
+@pytest.fixture
+def y():
+    return np.arange(N) % CLASSES
+
+
+@pytest.fixture
+def teacher():
+    model = _dense(1)
+    model.set_weights([w * 4.0 for w in model.get_weights()])
+    return model
+
+
+def _build(teacher, x, directory, **kwargs):
+    kwargs.setdefault("shard_size", 16)
+    kwargs.setdefault("verbose", False)
+    return build_teacher_cache(teacher, x, directory, **kwargs)
+
+
+def test_cached_training_step_equals_online_step(x, y, tmp_path):
+    """Same batch, same student, same optimizer: identical weights after a step."""
+    temperature = 3.0
+    ensemble = TeacherEnsemble([_dense(1), _dense(2)], mean="arithmetic")
+    cache = _build(ensemble, x, tmp_path / "cache", dtype="float32")
+    initial = _dense(5).get_weights()
+
+    def trained(teacher, data):
+        student = _dense(5)
+        student.set_weights(initial)
+        distiller = Distiller(student, teacher, temperature=temperature, alpha=0.7)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+        distiller.fit(data, epochs=1, verbose=0)
+        return student.get_weights()
+
+    online = trained(ensemble, tf.data.Dataset.from_tensor_slices((x, y)).batch(N))
+    replay = cache.dataset(x, y, batch_size=N, shuffle=False, temperature=temperature)
+    cached = trained(None, replay)
+    for a, b in zip(online, cached):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not np.allclose(online[0], initial[0])  # the step did change the weights
+
+
+def test_arithmetic_cache_serves_every_temperature(x, tmp_path):
+    ensemble = TeacherEnsemble([_dense(1), _dense(2), _dense(3)], mean="arithmetic")
+    cache = _build(ensemble, x, tmp_path / "cache", dtype="float32")
+    assert cache.streams == 3  # per-member logits, combined at replay
+    for temperature in (1.0, 4.0):
+        np.testing.assert_allclose(
+            cache.logits(temperature=temperature),
+            ensemble.logits_at_temperature(x, temperature).numpy(),
+            atol=1e-5,
+        )
+    with pytest.raises(ValueError, match="pass `temperature=`"):
+        cache.logits()
+
+
+def test_float16_storage_is_within_half_precision(teacher, x, tmp_path):
+    cache = _build(teacher, x, tmp_path / "cache")
+    exact = teacher(x).numpy()
+    np.testing.assert_allclose(cache.logits(), exact, rtol=1e-3, atol=1e-3)
+    assert cache.bytes_per_example() < CLASSES * 2 + 20  # float16 plus npy headers
+
+
+def test_top_k_with_all_classes_equals_the_full_cache(teacher, x, tmp_path):
+    full = _build(teacher, x, tmp_path / "full", dtype="float32")
+    top = _build(teacher, x, tmp_path / "top", dtype="float32", top_k=CLASSES)
+    np.testing.assert_array_equal(top.logits(), full.logits())
+
+
+def test_top_k_keeps_largest_logits_and_fills_the_rest_with_their_mean(tmp_path):
+    x = np.random.default_rng(1).normal(size=(8, FEATURES)).astype("float32")
+    teacher = _dense(4, classes=6)
+    cache = _build(teacher, x, tmp_path / "top2", dtype="float32", top_k=2)
+    z = teacher(x).numpy()
+    expected = np.empty_like(z)
+    for row, logits in enumerate(z):
+        keep = np.argsort(-logits)[:2]
+        dropped = np.setdiff1d(np.arange(6), keep)
+        expected[row] = logits[dropped].mean()
+        expected[row, keep] = logits[keep]
+    np.testing.assert_allclose(cache.logits(), expected, atol=1e-5)
+    np.testing.assert_allclose(cache.logits().mean(-1), z.mean(-1), atol=1e-5)
+
+
+def test_expand_top_k_scatters_values():
+    full = expand_top_k(
+        tf.constant([[[0, 3]], [[2, 1]]]),
+        tf.constant([[[5.0, 4.0]], [[7.0, 6.0]]]),
+        tf.constant([[-1.0], [0.5]]),
+        4,
+    )
+    expected = [[[5.0, -1.0, -1.0, 4.0]], [[0.5, 6.0, 7.0, 0.5]]]
+    np.testing.assert_array_equal(full.numpy(), expected)
+
+
+def test_shuffled_replay_keeps_inputs_labels_and_targets_aligned(teacher, x, tmp_path):
+    cache = _build(teacher, x, tmp_path / "cache", dtype="float32")
+    ids = np.arange(N)
+    replay = cache.dataset(x, ids, ids.astype("float32"), batch_size=7, seed=3)
+    seen = []
+    for features, labels, weights in replay:
+        np.testing.assert_array_equal(features[INPUTS].numpy(), x[labels.numpy()])
+        np.testing.assert_allclose(
+            features[TEACHER_LOGITS].numpy(), teacher(x[labels.numpy()]).numpy(), atol=1e-5
+        )
+        np.testing.assert_array_equal(weights.numpy(), labels.numpy())
+        seen.extend(labels.numpy())
+    assert sorted(seen) == list(ids) and seen != list(ids)  # each once, shuffled
+
+
+def test_stale_teacher_is_rejected(teacher, x, tmp_path):
+    _build(teacher, x, tmp_path / "cache")
+    TeacherCache.open(tmp_path / "cache", teacher=teacher, x=x)  # the same: fine
+    kernel, bias = teacher.get_weights()
+    teacher.set_weights([kernel, bias + 1e-3])
+    with pytest.raises(ValueError, match="stale"):
+        TeacherCache.open(tmp_path / "cache", teacher=teacher)
+
+
+def test_reordered_or_changed_inputs_are_rejected(teacher, x, y, tmp_path):
+    cache = _build(teacher, x, tmp_path / "cache")
+    swapped = x.copy()
+    swapped[[20, 21]] = swapped[[21, 20]]
+    with pytest.raises(ValueError, match=r"examples \[16, 32\).*reordered"):
+        cache.dataset(swapped, y)
+    with pytest.raises(ValueError, match="has 39 examples but the cache holds 40"):
+        cache.dataset(x[:-1], y[:-1])
+    with pytest.raises(ValueError, match=r"example shape \(4,\)"):
+        cache.dataset(x[:, :4], y)
+    with pytest.raises(ValueError, match="`y` has 39 entries"):
+        cache.dataset(x, y[:-1])
+
+
+def test_truncated_missing_and_altered_files_are_rejected(teacher, x, tmp_path):
+    directory = tmp_path / "cache"
+    _build(teacher, x, directory)
+    shard = directory / "shard-00001.logits.npy"
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-10])
+    with pytest.raises(ValueError, match="truncated"):
+        TeacherCache.open(directory)
+    altered = bytearray(original)
+    altered[-1] ^= 0xFF
+    shard.write_bytes(bytes(altered))
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        TeacherCache.open(directory)
+    TeacherCache.open(directory, verify="size")  # a size check cannot see this
+    shard.unlink()
+    with pytest.raises(ValueError, match="shard-00001.logits.npy' is missing"):
+        TeacherCache.open(directory)
+
+
+def test_reshaped_file_is_rejected(teacher, x, tmp_path):
+    directory = tmp_path / "cache"
+    _build(teacher, x, directory)
+    shard = directory / "shard-00000.logits.npy"
+    array = np.load(shard)
+    np.save(shard, array.reshape(16, 1, CLASSES, 1))  # same bytes, other shape
+    with pytest.raises(ValueError, match=r"shape \(16, 1, 4, 1\).*expects \(16, 1, 1, 4\)"):
+        TeacherCache.open(directory, verify="size")
+
+
+def test_corrupt_or_incomplete_manifest_is_rejected(teacher, x, tmp_path):
+    directory = tmp_path / "cache"
+    _build(teacher, x, directory)
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(manifest_path.read_text()[:50])
+    with pytest.raises(ValueError, match="corrupt.*not valid JSON"):
+        TeacherCache.open(directory)
+    manifest_path.write_text(json.dumps({**manifest, "num_examples": "forty"}))
+    with pytest.raises(ValueError, match="'num_examples' is 'forty', expected a int"):
+        TeacherCache.open(directory)
+    manifest_path.write_text(json.dumps({**manifest, "complete": False}))
+    with pytest.raises(ValueError, match="incomplete.*resume"):
+        TeacherCache.open(directory)
+    with pytest.raises(FileNotFoundError, match="not a teacher cache"):
+        TeacherCache.open(tmp_path)
+
+
+class _Interrupting(np.ndarray):
+    """Inputs whose slices from example 16 on fail, like a build killed midway."""
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and (key.start or 0) >= 16:
+            raise KeyboardInterrupt("simulated interruption")
+        return super().__getitem__(key)
+
+
+def test_interrupted_build_resumes_from_completed_shards(teacher, x, tmp_path):
+    directory = tmp_path / "cache"
+    with pytest.raises(KeyboardInterrupt):
+        _build(teacher, x.view(_Interrupting), directory, shard_size=8)
+    kept = {p.name: p.stat().st_mtime_ns for p in directory.glob("shard-*.npy")}
+    assert sorted(kept) == ["shard-00000.logits.npy", "shard-00001.logits.npy"]
+    with pytest.raises(ValueError, match="incomplete"):
+        TeacherCache.open(directory)
+    resumed = _build(teacher, x, directory, shard_size=8)
+    for name, mtime in kept.items():
+        assert (directory / name).stat().st_mtime_ns == mtime  # not rewritten
+    fresh = _build(teacher, x, tmp_path / "fresh", shard_size=8)
+    np.testing.assert_array_equal(resumed.logits(), fresh.logits())
+    assert resumed.manifest["content_fingerprint"] == fresh.manifest["content_fingerprint"]
+
+
+def _jitter(example, seed):
+    flipped = tf.image.stateless_random_flip_left_right(example[:, None, None], seed)
+    return flipped[:, 0, 0] + tf.random.stateless_normal(tf.shape(example), seed)
+
+
+def test_augmented_views_replay_exactly_what_the_teacher_saw(teacher, x, tmp_path):
+    cache = _build(teacher, x, tmp_path / "cache", views=3, augment=_jitter, dtype="float32")
+    assert cache.num_rows == 3 * N
+    replay = cache.dataset(x, np.arange(N), batch_size=16, augment=_jitter, seed=1)
+    inputs, examples = [], []
+    for features, labels in replay:
+        np.testing.assert_allclose(
+            features[TEACHER_LOGITS].numpy(), teacher(features[INPUTS]).numpy(), atol=1e-5
+        )
+        inputs.append(features[INPUTS].numpy())
+        examples.append(labels.numpy())
+    inputs, examples = np.concatenate(inputs), np.concatenate(examples)
+    assert np.bincount(examples).tolist() == [3] * N
+    views_of_first = inputs[examples == 0]
+    assert len({v.tobytes() for v in views_of_first}) == 3  # three different views
+    again = np.concatenate([f[INPUTS].numpy() for f, _ in replay])
+    assert sorted(map(bytes, inputs)) == sorted(map(bytes, again))  # same views each epoch
+    with pytest.raises(ValueError, match="built with augment='_jitter'"):
+        cache.dataset(x, np.arange(N))
+    with pytest.raises(ValueError, match="`views=2` without `augment`"):
+        _build(teacher, x, tmp_path / "bad", views=2)
