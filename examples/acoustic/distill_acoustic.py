@@ -1,0 +1,564 @@
+"""Sections 4 and 6 of Hinton, Vinyals and Dean (2015) on the Free Spoken Digit Dataset.
+
+Every 10 ms frame of an FSDD recording is one example: 40 log-mel coefficients of
+the frame and its neighbours (``--left``/``--right`` frames of context) in, one of 11
+classes out (the utterance's digit, or silence for frames far quieter than the
+utterance's loudest). A word is recognised by summing frame log-probabilities of
+each digit over the utterance's speech frames.
+
+Parts (``--parts``, comma-separated, default all):
+
+  baseline   a fully connected ReLU net on hard labels (ensemble member 0)
+  ensemble   ``--members`` identical nets from different random initialisations
+             (and data orders), combined by the arithmetic mean of their
+             probabilities; its outputs are written once to a teacher-output cache
+  distilled  a net of the baseline's size trained from that cache on the
+             ensemble's soft targets, at each of ``--temperatures``
+  fraction   soft targets as a regulariser (section 6): the baseline net trained on
+             ``--fraction`` of the training frames with hard labels, and on the
+             same frames with soft targets from the full-data baseline
+
+Each trained model is saved under ``--out/models`` with its record in
+``--out/results.json``; a rerun skips finished models. The tables (shaped like the
+paper's Tables 1 and 5) go to ``--out/tables.md``.
+
+Example:
+
+    python examples/acoustic/distill_acoustic.py --data-dir ../shared/data --split speaker
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_kd import Distiller, reports  # noqa: E402
+from keras_kd.cache import build_teacher_cache  # noqa: E402
+from keras_kd.datasets import fsdd  # noqa: E402
+from keras_kd.teachers import TeacherEnsemble  # noqa: E402
+
+PARTS = ("baseline", "ensemble", "distilled", "fraction")
+
+# The paper's figures (speech, 2000 hours): Table 1 and Table 5.
+PAPER_TABLE1 = {
+    "baseline": ("58.9%", "10.9%"),
+    "ensemble": ("61.1%", "10.7%"),
+    "distilled": ("60.8%", "10.7%"),
+}
+PAPER_TABLE5 = {
+    "baseline": ("63.4%", "58.9%"),
+    "fraction-hard": ("67.3%", "44.5%"),
+    "fraction-soft": ("65.4%", "57.0%"),
+}
+
+
+@dataclasses.dataclass
+class Settings:
+    """Options of the experiment (see `parse_args` for their meaning)."""
+
+    data_dir: str | None = None
+    out: str = "runs/acoustic"
+    parts: tuple[str, ...] = PARTS
+    split: str = "speaker"
+    test_speakers: tuple[str, ...] = fsdd.DEFAULT_TEST_SPEAKERS
+    normalisation: str = "speaker"
+    silence_db: float = fsdd.DEFAULT_SILENCE_DB
+    left: int = 5
+    right: int = 5
+    hidden: tuple[int, ...] = (256, 256)
+    epochs: int = 6
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    members: int = 10
+    temperatures: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    alpha: float = 0.5
+    fraction: float = 0.03
+    fraction_epochs: int = 100
+    fraction_temperature: float = 2.0
+    fraction_alpha: float = 1.0
+    max_takes: int | None = None
+    seed: int = 0
+    verbose: int = 1
+
+
+def build_frame_net(input_size: int, hidden: tuple[int, ...], name: str = "frame_net"):
+    """The fully connected frame classifier: ReLU layers, then 11 logits.
+
+    Args:
+        input_size: Features per example (context frames x mel bins).
+        hidden: Units of each hidden layer.
+        name: Model name.
+
+    Returns:
+        An uncompiled `keras.Sequential` that outputs logits.
+    """
+    layers = [keras.Input((input_size,))]
+    layers += [keras.layers.Dense(units, activation="relu") for units in hidden]
+    layers.append(keras.layers.Dense(fsdd.NUM_CLASSES, name="logits"))
+    return keras.Sequential(layers, name=name)
+
+
+def _percent(value: float) -> str:
+    return f"{100.0 * value:.1f}%"
+
+
+class Experiment:
+    """Loads the frames once and trains, saves and scores each model.
+
+    Args:
+        settings: The experiment's `Settings`.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.out = Path(settings.out)
+        (self.out / "models").mkdir(parents=True, exist_ok=True)
+        select = None
+        if settings.max_takes is not None:
+            select = lambda r: r.take < settings.max_takes  # noqa: E731
+        self.data = fsdd.load_fsdd(
+            settings.data_dir,
+            split=settings.split,
+            test_speakers=settings.test_speakers,
+            normalisation=settings.normalisation,
+            silence_db=settings.silence_db,
+            cache_dir=self.out / "features",
+            select=select,
+        )
+        self.x_train = self.data.train.windows(settings.left, settings.right)
+        self.y_train = self.data.train.labels
+        self.x_test = self.data.test.windows(settings.left, settings.right)
+        self.y_test = self.data.test.labels
+        rng = np.random.default_rng(settings.seed)
+        size = max(1, int(round(settings.fraction * len(self.y_train))))
+        self.fraction_rows = np.sort(rng.choice(len(self.y_train), size, replace=False))
+        self.results_path = self.out / "results.json"
+        self.records = {}
+        self.models: dict[str, keras.Model] = {}
+        if self.results_path.is_file():
+            self.records = json.loads(self.results_path.read_text())
+        print(
+            f"FSDD {settings.split} split: {len(self.y_train)} training frames "
+            f"({len(self.data.train.recordings)} utterances), {len(self.y_test)} test "
+            f"frames ({len(self.data.test.recordings)} utterances), input "
+            f"{self.x_train.shape[1]} features."
+        )
+
+    # ------------------------------------------------------------- training
+
+    def _build(self, seed: int, name: str):
+        keras.utils.set_random_seed(seed)
+        return build_frame_net(self.x_train.shape[1], self.settings.hidden, name=name)
+
+    def _optimizer(self):
+        return keras.optimizers.Adam(self.settings.learning_rate)
+
+    def _model_path(self, name: str) -> Path:
+        return self.out / "models" / f"{name}.keras"
+
+    def _train(self, name: str, seed: int, fit) -> keras.Model:
+        """Loads `name` if saved, else builds it with `seed`, calls `fit`, saves it."""
+        if name in self.models:
+            return self.models[name]
+        path = self._model_path(name)
+        if path.is_file() and name in self.records:
+            print(f"[{name}] loaded from {path}")
+            self.models[name] = keras.saving.load_model(path)
+            return self.models[name]
+        model = self._build(seed, name.replace("-", "_"))
+        print(f"[{name}] training")
+        start = time.time()
+        fit(model)
+        self.records.setdefault(name, {})["train_seconds"] = round(time.time() - start, 1)
+        temporary = path.with_name(path.stem + ".tmp.keras")
+        model.save(temporary)
+        temporary.replace(path)
+        self.models[name] = model
+        return model
+
+    def _fit_hard(self, x, y, epochs: int):
+        def fit(model):
+            model.compile(
+                optimizer=self._optimizer(),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+            model.fit(
+                x, y, batch_size=self.settings.batch_size, epochs=epochs,
+                shuffle=True, verbose=self.settings.verbose,
+            )
+
+        return fit
+
+    def _fit_soft(self, cache, x, y, *, temperature, alpha, epochs, seed):
+        def fit(model):
+            distiller = Distiller(model, None, temperature=temperature, alpha=alpha)
+            distiller.compile(optimizer=self._optimizer(), metrics=["accuracy"])
+            data = cache.dataset(
+                x, y, batch_size=self.settings.batch_size, seed=seed,
+                temperature=temperature,
+            )
+            # The cache's dataset shuffles its rows every epoch itself.
+            distiller.fit(data, epochs=epochs, shuffle=False, verbose=self.settings.verbose)
+
+        return fit
+
+    # -------------------------------------------------------------- scoring
+
+    def _logits(self, model, x) -> np.ndarray:
+        return np.asarray(model.predict(x, batch_size=4096, verbose=0))
+
+    def _score(self, name, system, model, *, train_rows=None, **extra) -> dict:
+        """Frame accuracies and word error rate of `model`, stored under `name`."""
+        record = self.records.setdefault(name, {})
+        if "test_frame_accuracy" not in record:
+            train_logits = self._logits(model, self.x_train)
+            test_logits = self._logits(model, self.x_test)
+            record.update(
+                system=system,
+                train_frame_accuracy=fsdd.frame_accuracy(train_logits, self.y_train),
+                test_frame_accuracy=fsdd.frame_accuracy(test_logits, self.y_test),
+                wer=fsdd.word_error_rate(test_logits, self.data.test),
+                **extra,
+            )
+            if train_rows is not None:
+                record["own_train_frame_accuracy"] = fsdd.frame_accuracy(
+                    train_logits[train_rows], self.y_train[train_rows]
+                )
+            self._save_records()
+        print(
+            f"[{name}] test frame accuracy {_percent(record['test_frame_accuracy'])}, "
+            f"WER {_percent(record['wer'])}"
+        )
+        return record
+
+    def _save_records(self):
+        reports.write_json(self.results_path, self.records)
+
+    # ---------------------------------------------------------------- parts
+
+    def member(self, index: int) -> keras.Model:
+        """Ensemble member `index` (member 0 is the baseline), trained on hard labels."""
+        name = f"member-{index:02d}"
+        model = self._train(
+            name, self.settings.seed + index,
+            self._fit_hard(self.x_train, self.y_train, self.settings.epochs),
+        )
+        self._score(name, f"Member {index}", model)
+        return model
+
+    def part_baseline(self):
+        self.member(0)
+
+    def ensemble(self) -> TeacherEnsemble:
+        """The `--members` nets, combined by the arithmetic mean of probabilities."""
+        members = [self.member(i) for i in range(self.settings.members)]
+        return TeacherEnsemble(members, mean="arithmetic")
+
+    def part_ensemble(self):
+        ensemble = self.ensemble()
+        name = "ensemble"
+        record = self.records.setdefault(name, {})
+        record.pop("test_frame_accuracy", None)  # cheap to rescore: members may change
+        self._score(name, f"{self.settings.members}xEnsemble", ensemble)
+        member_accuracy = [
+            self.records[f"member-{i:02d}"]["test_frame_accuracy"]
+            for i in range(self.settings.members)
+        ]
+        record["mean_member_test_frame_accuracy"] = float(np.mean(member_accuracy))
+        self._save_records()
+
+    def ensemble_cache(self):
+        """The ensemble's member logits on the training frames, built once."""
+        return build_teacher_cache(
+            self.ensemble(), self.x_train, self.out / "cache-ensemble",
+            batch_size=4096, verbose=bool(self.settings.verbose),
+        )
+
+    def part_distilled(self):
+        cache = self.ensemble_cache()
+        for temperature in self.settings.temperatures:
+            name = f"distilled-T{temperature:g}"
+            seed = self.settings.seed + 1000 + int(10 * temperature)
+            model = self._train(
+                name, seed,
+                self._fit_soft(
+                    cache, self.x_train, self.y_train, temperature=temperature,
+                    alpha=self.settings.alpha, epochs=self.settings.epochs, seed=seed,
+                ),
+            )
+            self._score(
+                name, f"Distilled single model (T={temperature:g})", model,
+                temperature=temperature, alpha=self.settings.alpha,
+            )
+
+    def part_fraction(self):
+        baseline = self.member(0)
+        rows = self.fraction_rows
+        x_small, y_small = self.x_train[rows], self.y_train[rows]
+        percent = f"{100 * self.settings.fraction:g}%"
+        seed = self.settings.seed + 2000
+        model = self._train(
+            "fraction-hard", seed,
+            self._fit_hard(x_small, y_small, self.settings.fraction_epochs),
+        )
+        self._score(
+            "fraction-hard", f"Baseline ({percent} of training set, hard targets)",
+            model, train_rows=rows, frames=int(len(rows)),
+        )
+        cache = build_teacher_cache(
+            baseline, x_small, self.out / "cache-fraction",
+            batch_size=4096, verbose=bool(self.settings.verbose),
+        )
+        temperature = self.settings.fraction_temperature
+        model = self._train(
+            "fraction-soft", seed,
+            self._fit_soft(
+                cache, x_small, y_small, temperature=temperature,
+                alpha=self.settings.fraction_alpha,
+                epochs=self.settings.fraction_epochs, seed=seed,
+            ),
+        )
+        self._score(
+            "fraction-soft",
+            f"Soft targets ({percent} of training set, from the full-data baseline)",
+            model, train_rows=rows, frames=int(len(rows)),
+            temperature=temperature, alpha=self.settings.fraction_alpha,
+        )
+
+    # --------------------------------------------------------------- tables
+
+    def write_outputs(self) -> dict:
+        """Writes `tables.md` and `summary.json`; returns the summary."""
+        summary = summarise(self.records)
+        summary["settings"] = _jsonable(self.settings)
+        summary["frames"] = {
+            "train": int(len(self.y_train)), "test": int(len(self.y_test)),
+            "fraction": int(len(self.fraction_rows)),
+            "train_utterances": len(self.data.train.recordings),
+            "test_utterances": len(self.data.test.recordings),
+        }
+        reports.write_json(self.out / "summary.json", summary)
+        text = format_tables(self.records, summary)
+        (self.out / "tables.md").write_text(text)
+        print(text)
+        return summary
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float("nan") if denominator == 0 else numerator / denominator
+
+
+def summarise(records: dict) -> dict:
+    """The paper's two headline ratios from the model records.
+
+    * gain recovered (Table 1): `(distilled - baseline) / (ensemble - baseline)`
+      in test frame accuracy, for each temperature;
+    * gap closed (Table 5): `(soft - hard) / (baseline - hard)` in test frame
+      accuracy, for the models trained on the fraction of the data.
+
+    Args:
+        records: `results.json` content (name to record).
+
+    Returns:
+        `{"gain_recovered": {T: ratio}, "gap_closed": ratio}` (only the parts
+        that ran).
+    """
+    summary: dict = {}
+    base = records.get("member-00", {}).get("test_frame_accuracy")
+    ensemble = records.get("ensemble", {}).get("test_frame_accuracy")
+    if base is not None and ensemble is not None:
+        summary["ensemble_gain"] = ensemble - base
+        summary["gain_recovered"] = {
+            f"{record['temperature']:g}": _ratio(
+                record["test_frame_accuracy"] - base, ensemble - base
+            )
+            for name, record in records.items()
+            if name.startswith("distilled-") and "test_frame_accuracy" in record
+        }
+    hard = records.get("fraction-hard", {}).get("test_frame_accuracy")
+    soft = records.get("fraction-soft", {}).get("test_frame_accuracy")
+    if None not in (base, hard, soft):
+        summary["gap_closed"] = _ratio(soft - hard, base - hard)
+    return summary
+
+
+def format_tables(records: dict, summary: dict) -> str:
+    """Markdown tables shaped like the paper's Table 1 and Table 5.
+
+    Args:
+        records: `results.json` content.
+        summary: The output of `summarise`.
+
+    Returns:
+        Markdown text.
+    """
+    lines = []
+    rows = []
+    if "member-00" in records:
+        rows.append(("Baseline", records["member-00"], PAPER_TABLE1["baseline"]))
+    if "ensemble" in records:
+        rows.append((records["ensemble"]["system"], records["ensemble"], PAPER_TABLE1["ensemble"]))
+    for name, record in records.items():
+        if name.startswith("distilled-") and "test_frame_accuracy" in record:
+            rows.append((record["system"], record, PAPER_TABLE1["distilled"]))
+    if rows:
+        table = [
+            {
+                "System": system,
+                "Test frame accuracy": _percent(r["test_frame_accuracy"]),
+                "WER": _percent(r["wer"]),
+                "Train frame accuracy": _percent(r["train_frame_accuracy"]),
+                "Paper (frame acc / WER)": " / ".join(paper),
+            }
+            for system, r, paper in rows
+        ]
+        lines += ["Table 1 (frame classification, word error rate by summed frame log-probabilities)", ""]
+        lines.append(reports.markdown_table(table))
+        if summary.get("gain_recovered"):
+            gains = ", ".join(
+                f"T={t}: {100 * v:.0f}%" for t, v in summary["gain_recovered"].items()
+            )
+            lines.append(
+                f"Ensemble gain over the baseline: {100 * summary['ensemble_gain']:.2f} "
+                f"points of test frame accuracy; share recovered by distillation: "
+                f"{gains} (paper: 86%, target >= 80%).\n"
+            )
+    rows = []
+    for name, paper in PAPER_TABLE5.items():
+        key = "member-00" if name == "baseline" else name
+        if key in records and (name == "baseline" or "fraction" in key):
+            system = "Baseline (100% of training set)" if name == "baseline" else records[key]["system"]
+            rows.append((system, records[key], paper))
+    if len(rows) > 1:
+        table = [
+            {
+                "System & training set": system,
+                "Train frame accuracy (all training frames)": _percent(r["train_frame_accuracy"]),
+                "Train frame accuracy (own training frames)": _percent(
+                    r.get("own_train_frame_accuracy", r["train_frame_accuracy"])
+                ),
+                "Test frame accuracy": _percent(r["test_frame_accuracy"]),
+                "Paper (train / test)": " / ".join(paper),
+            }
+            for system, r, paper in rows
+        ]
+        lines += ["", "Table 5 (soft targets as a regulariser)", ""]
+        lines.append(reports.markdown_table(table))
+        if "gap_closed" in summary:
+            lines.append(
+                f"Share of the gap between the hard-target fraction model and the "
+                f"full-data baseline closed by soft targets: "
+                f"{100 * summary['gap_closed']:.0f}% (paper: 87%, target >= 70%).\n"
+            )
+    return "\n".join(lines)
+
+
+def _jsonable(settings: Settings) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(settings).items()}
+
+
+def run(settings: Settings) -> dict:
+    """Runs the selected parts and writes the tables; returns the summary.
+
+    Args:
+        settings: The experiment's `Settings`.
+
+    Returns:
+        The summary written to `summary.json` (ratios, settings, frame counts).
+
+    Raises:
+        ValueError: for an unknown part or data option.
+        FileNotFoundError: when the data cannot be found.
+    """
+    unknown = sorted(set(settings.parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"`--parts` has unknown parts {unknown}; choose from {list(PARTS)}.")
+    experiment = Experiment(settings)
+    for part in PARTS:
+        if part in settings.parts:
+            getattr(experiment, f"part_{part}")()
+    return experiment.write_outputs()
+
+
+def _numbers(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list of {kind.__name__}, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def parse_args(argv=None) -> Settings:
+    """Parses command-line options into `Settings`."""
+    parser = argparse.ArgumentParser(
+        prog="keras-kd acoustic", description=__doc__.split("\n\n")[0],
+    )
+    add = parser.add_argument
+    add("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    add("--data-dir", default=None, help="data root holding fsdd/ (default: $KERAS_KD_DATA_DIR)")
+    add("--out", default="runs/acoustic", help="output folder (features, models, caches, tables)")
+    add("--split", default="speaker", choices=fsdd.SPLITS, help="standard: takes 0-4 test; speaker: held-out speakers")
+    add("--test-speakers", default=",".join(fsdd.DEFAULT_TEST_SPEAKERS), help="held-out speakers of the speaker split")
+    add("--normalisation", default="speaker", choices=fsdd.NORMALISATIONS)
+    add("--silence-db", type=float, default=fsdd.DEFAULT_SILENCE_DB, help="silence: this many dB below the loudest frame")
+    add("--left", type=int, default=5, help="context frames before each frame (paper: 20)")
+    add("--right", type=int, default=5, help="context frames after each frame (paper: 5)")
+    add("--hidden", type=_numbers(int), default=(256, 256), help="hidden layer sizes, e.g. 256,256")
+    add("--epochs", type=int, default=6, help="epochs of every full-data model")
+    add("--batch-size", type=int, default=256)
+    add("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    add("--members", type=int, default=10, help="ensemble size")
+    add("--temperatures", type=_numbers(float), default=(1.0, 2.0, 5.0, 10.0))
+    add("--alpha", type=float, default=0.5, help="weight of the soft term when distilling the ensemble")
+    add("--fraction", type=float, default=0.03, help="share of training frames for the regulariser part")
+    add("--fraction-epochs", type=int, default=100)
+    add("--fraction-temperature", type=float, default=2.0)
+    add("--fraction-alpha", type=float, default=1.0, help="weight of the soft term on the fraction")
+    add("--max-takes", type=int, default=None, help="use only takes below this (small runs)")
+    add("--seed", type=int, default=0)
+    add("--verbose", type=int, default=1, help="Keras verbosity: 1 progress bar, 2 one line per epoch")
+    args = parser.parse_args(argv)
+    if not 0.0 < args.fraction <= 1.0:
+        parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.members < 1:
+        parser.error(f"--members must be >= 1, got {args.members}")
+    return Settings(
+        data_dir=args.data_dir, out=args.out,
+        parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
+        split=args.split,
+        test_speakers=tuple(s.strip() for s in args.test_speakers.split(",") if s.strip()),
+        normalisation=args.normalisation, silence_db=args.silence_db,
+        left=args.left, right=args.right, hidden=args.hidden, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        members=args.members, temperatures=args.temperatures, alpha=args.alpha,
+        fraction=args.fraction, fraction_epochs=args.fraction_epochs,
+        fraction_temperature=args.fraction_temperature,
+        fraction_alpha=args.fraction_alpha, max_takes=args.max_takes,
+        seed=args.seed, verbose=args.verbose,
+    )
+
+
+def main(argv=None) -> int:
+    """Command-line entry point (`keras-kd acoustic ...`)."""
+    run(parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
