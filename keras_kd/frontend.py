@@ -307,3 +307,61 @@ class ContextWindow(keras.layers.Layer):
         config = super().get_config()
         config.update(left=self.left, right=self.right)
         return config
+
+
+def waveform_classifier(
+    frame_net: keras.Model,
+    mean,
+    variance,
+    *,
+    left: int,
+    right: int,
+    frontend: LogMelSpectrogram | None = None,
+    name: str = "waveform_classifier",
+) -> keras.Model:
+    """Wraps a frame classifier into a model from raw waveforms to frame logits.
+
+    The model computes log-mel features, normalises them with a fixed global
+    mean and variance, stacks context windows and applies `frame_net` to every
+    frame, all in TensorFlow ops, so it saves (`.keras`) and exports (SavedModel,
+    TFLite) as one graph. It reproduces training-time features made with
+    `normalisation="global"` (per-speaker statistics are not known at export).
+
+    Args:
+        frame_net: A model from `(left + 1 + right) * bins` features to logits.
+        mean: Float `(bins,)` mean of the raw training features.
+        variance: Float `(bins,)` variance of the raw training features.
+        left: Context frames before each frame, as in training.
+        right: Context frames after each frame, as in training.
+        frontend: The `LogMelSpectrogram` used in training; default settings if
+            `None`.
+        name: Model name.
+
+    Returns:
+        A `keras.Model` mapping `(batch, samples)` to `(batch, frames, classes)`.
+
+    Raises:
+        ValueError: when `mean`/`variance` do not have one entry per mel bin.
+
+    Example:
+
+    >>> model = waveform_classifier(net, data.mean, data.variance, left=5, right=5)  # doctest: +SKIP
+    >>> model(waveforms).shape  # doctest: +SKIP
+    TensorShape([1, 98, 11])
+    """
+    frontend = frontend or LogMelSpectrogram()
+    mean = np.asarray(mean, np.float32)
+    variance = np.asarray(variance, np.float32)
+    for argument, value in (("mean", mean), ("variance", variance)):
+        if value.shape != (frontend.num_mel_bins,):
+            raise ValueError(
+                f"`{argument}` must have shape ({frontend.num_mel_bins},), one entry per "
+                f"mel bin, got {value.shape}. Pass the statistics of the raw training "
+                "features (e.g. `FsddFrames.mean` / `.variance`)."
+            )
+    waveforms = keras.Input((None,), name="waveform")
+    features = frontend(waveforms)
+    features = keras.layers.Normalization(mean=mean, variance=variance)(features)
+    windows = ContextWindow(left, right)(features)
+    logits = keras.layers.TimeDistributed(frame_net)(windows)
+    return keras.Model(waveforms, logits, name=name)
