@@ -427,7 +427,7 @@ class Distiller(keras.Model):
             with tf.control_dependencies([c for c in checks if c is not None]):
                 soft = self._soft_term(teacher_logits, student_logits)
         if y is not None and (self.student_loss is not None or self.alpha < 1.0):
-            hard = self._hard_term(y, student_logits)
+            hard = self._hard_term(y, tf.cast(student_logits, tf.float32))
         if soft is not None and hard is not None:
             total = self.alpha * soft + (1.0 - self.alpha) * hard
         elif soft is not None:

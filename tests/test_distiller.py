@@ -360,3 +360,23 @@ def test_missing_teacher_and_cache():
     x, y = _data(16)
     with pytest.raises(ValueError, match="no teacher"):
         _distiller(None, _mlp(8, 2, "s")).fit(x, y, verbose=0)
+
+
+def test_mixed_precision_keeps_the_losses_in_float32():
+    x, y = _data(32)
+    teacher = _mlp(16, 1, "teacher")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        student = _mlp(8, 2, "student")
+        assert student(x).dtype == "float16"
+        # Teacher logits of 300 overflow float16 arithmetic if divided and
+        # exponentiated there; the soft term must stay finite.
+        big_teacher = keras.Sequential([teacher, keras.layers.Rescaling(300.0)])
+        distiller = Distiller(student, big_teacher, temperature=0.5, alpha=0.5)
+        distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
+        assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+        logs = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert all(np.isfinite(v).all() for v in logs.values())
+    assert logs["soft_loss"][0] > 0
