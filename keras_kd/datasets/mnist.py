@@ -166,9 +166,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
     folder = resolve_data_dir(data_dir, "mnist")
     if folder is None:
         return _load_online()
+    paths = {key: _find_file(folder, stem) for key, (stem, _, _) in _FILES.items()}
     arrays = {
-        key: read_idx(_find_file(folder, stem), magic, dims)
-        for key, (stem, magic, dims) in _FILES.items()
+        key: read_idx(paths[key], magic, dims) for key, (_, magic, dims) in _FILES.items()
     }
     for split in ("train", "test"):
         labels = arrays[f"{split}_labels"]
