@@ -527,13 +527,19 @@ def train_specialist(
 ) -> tuple[keras.Model, dict]:
     """Builds, trains and dustbin-corrects one specialist.
 
-    Training runs the `Distiller` with the generalist's logits in the batch,
-    folded onto `subset + dustbin` at the distillation temperature (so that
-    `softmax(folded / T)` is the folded `softmax(z / T)`); `soft_target_weight`
-    is its `alpha` (0 trains on hard labels only, section 5; > 0 adds the
-    soft-target regulariser of section 6.1). The mix holds `subset_fraction` of
-    subset examples (`oversample_indices`); afterwards the dustbin logit is
-    raised by `dustbin_log_shift(pi, f)` with `pi` the subset's share of `y`.
+    The mix holds `subset_fraction` of subset examples (`oversample_indices`).
+    Training runs the `Distiller` with the generalist's soft targets in the
+    batch: its logits folded onto `subset + dustbin` (`fold_logits`), with
+    the dustbin logit lowered by `log r`, the `dustbin_log_shift` of the mix,
+    and then softened at temperature `T` by the Distiller. The shift moves the
+    targets to the mix's class frequencies, like the hard labels; without it
+    the soft targets would pull the dustbin up to the true frequency and the
+    final correction would count it twice. Folding comes before the softening
+    because the specialist's own dustbin is one logit: folding `softmax(z / T)`
+    instead would hand the dustbin the flattened mass of every other class. `soft_target_weight` is the Distiller's
+    `alpha` (0 trains on hard labels only, section 5; > 0 adds the soft-target
+    regulariser of section 6.1). Afterwards the dustbin logit is raised by
+    `log r` (`correct_dustbin`), with `r` from the subset's share of `y`.
 
     Args:
         generalist: The trained generalist (left unchanged).
@@ -567,12 +573,14 @@ def train_specialist(
     if generalist_logits is None:
         generalist_logits = generalist.predict(x, batch_size=512, verbose=0)
     temperature = kd_losses.validate_temperature(temperature)
-    folded_soft = (
-        temperature * fold_logits(np.asarray(generalist_logits) / temperature, subset)
-    ).numpy()
     indices = oversample_indices(
         y, subset, num_examples or len(y), subset_fraction=subset_fraction, seed=seed
     )
+    prior = float(np.isin(y, subset).mean())
+    fraction = float(np.isin(y[indices], subset).mean())
+    shift = dustbin_log_shift(prior, fraction)
+    folded_soft = fold_logits(generalist_logits, subset).numpy()
+    folded_soft[:, -1] -= shift  # the Distiller then softens them at T
     specialist = build_specialist(generalist, subset)
     distiller = Distiller(
         specialist, None, temperature=temperature, alpha=soft_target_weight
@@ -586,9 +594,6 @@ def train_specialist(
         shuffle=False,
         verbose=verbose,
     )
-    prior = float(np.isin(y, subset).mean())
-    fraction = float(np.isin(y[indices], subset).mean())
-    shift = dustbin_log_shift(prior, fraction)
     correct_dustbin(specialist, shift)
     info = {
         "subset": subset,
