@@ -74,7 +74,7 @@ def test_tune_runs_a_small_search(files, tmp_path, capsys):
     status, stdout, _ = run(
         capsys, "tune", "--teacher", files / "teacher1.keras", "--student",
         files / "student.keras", "--data", files / "data.npz", "--max-trials", 2,
-        "--temperatures", "1,4", "--alphas", "0.5,0.9", "--epochs", 2,
+        "--temperatures", "1,4", "--alphas", "0.5,0.9", "--epochs", 1,
         "--batch-size", 32, "--learning-rate", 0.02, "--output-dir", out,
     )
     assert status == 0

@@ -108,13 +108,13 @@ def test_search_under_mirrored_strategy(tmp_path):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     hypermodel = tuning.DistillationHyperModel(build_student, temperatures=(2, 5))
     tuner = tuning.make_tuner(
-        "bayesian", hypermodel, max_trials=2, directory=tmp_path, strategy=strategy
+        "bayesian", hypermodel, max_trials=1, directory=tmp_path, strategy=strategy
     )
     result = tuning.search_temperature(
         tuner, teacher, x, y, validation_data=blobs(64, 3), epochs=1, batch_size=32
     )
     assert int(counter.seen.numpy()) == len(x)
-    assert len(result.trials) == 2
+    assert len(result.trials) == 1 and result.trials[0]["status"] == "completed"
     assert isinstance(result.best_student, keras.Model)
 
 
