@@ -230,21 +230,22 @@ def replay_dataset(x, teacher_logits, y=None, *, batch_size: int = 128, seed=0):
 class TeacherLogits:
     """Teacher outputs on the transfer set, computed once and then reused.
 
-    A plain Keras teacher is run once, with one `predict` pass. A teacher with a
-    method `logits_at_temperature(x, temperature, training=False)` (e.g. an
-    ensemble averaging probabilities) gives temperature-dependent outputs: it is
-    run once per distinct temperature, the first time that temperature is asked
-    for, never once per trial.
+    - A plain Keras teacher runs once, in one `predict` pass.
+    - A `keras_kd.TeacherEnsemble` also runs once: its members' logits are stored
+      and combined at each trial's temperature in memory (an arithmetic mean of
+      probabilities depends on the temperature, a geometric one does not).
+    - Any other teacher with `logits_at_temperature(x, temperature,
+      training=False)` runs once per distinct temperature, the first time that
+      temperature is asked for, never once per trial.
 
     Args:
-        teacher: A trained `keras.Model` outputting logits, or an object with
-            `logits_at_temperature`.
+        teacher: A trained `keras.Model` outputting logits, a `TeacherEnsemble`,
+            or an object with `logits_at_temperature`.
         x: The transfer set's inputs (array).
         batch_size: Batch size of the teacher pass.
 
     Raises:
-        ValueError: if `teacher` is neither a Keras model nor has
-            `logits_at_temperature`.
+        ValueError: if `teacher` is none of these.
 
     Example:
 
@@ -255,6 +256,7 @@ class TeacherLogits:
     """
 
     def __init__(self, teacher, x, batch_size: int = 256):
+        self._ensemble = hasattr(teacher, "member_logits") and hasattr(teacher, "mean")
         self._tempered = hasattr(teacher, "logits_at_temperature")
         if not self._tempered and not isinstance(teacher, keras.Model):
             raise ValueError(
@@ -266,23 +268,19 @@ class TeacherLogits:
         self.batch_size = int(batch_size)
         self.passes = 0
         self._store: dict[float | None, np.ndarray] = {}
-        if not self._tempered:
-            self._store[None] = self._run(None)
+        self._members = None
+        if self._ensemble:
+            self._members = self._batched(lambda batch: teacher.member_logits(batch))
+        elif not self._tempered:
+            self.passes += 1
+            outputs = teacher.predict(x, batch_size=self.batch_size, verbose=0)
+            self._store[None] = np.asarray(outputs, np.float32)
 
-    def _run(self, temperature):
+    def _batched(self, call) -> np.ndarray:
+        """One pass of `call` over `x` in batches; counts it in `passes`."""
         self.passes += 1
-        if not self._tempered:
-            outputs = self.teacher.predict(self.x, batch_size=self.batch_size, verbose=0)
-            return np.asarray(outputs, np.float32)
         batches = tf.data.Dataset.from_tensor_slices(self.x).batch(self.batch_size)
-        parts = [
-            np.asarray(
-                self.teacher.logits_at_temperature(batch, temperature, training=False),
-                np.float32,
-            )
-            for batch in batches
-        ]
-        return np.concatenate(parts)
+        return np.concatenate([np.asarray(call(batch), np.float32) for batch in batches])
 
     def for_temperature(self, temperature: float) -> np.ndarray:
         """The stored teacher outputs to use at `temperature`.
@@ -295,7 +293,17 @@ class TeacherLogits:
         """
         key = float(temperature) if self._tempered else None
         if key not in self._store:
-            self._store[key] = self._run(key)
+            if self._ensemble:
+                from keras_kd.teachers import combine_logits
+
+                combined = combine_logits(self._members, key, self.teacher.mean)
+                self._store[key] = np.asarray(combined, np.float32)
+            else:
+                self._store[key] = self._batched(
+                    lambda batch: self.teacher.logits_at_temperature(
+                        batch, key, training=False
+                    )
+                )
         return self._store[key]
 
 
