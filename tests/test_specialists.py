@@ -39,9 +39,32 @@ def test_clustering_recovers_planted_confusable_groups():
         p = np.full(12, 0.002)
         p[list(group)] += rng.dirichlet(np.ones(len(group)))
         rows.append(p / p.sum())
-    clusters = sp.find_confusable_subsets(np.array(rows), 4, seed=0)
-    assert set(clusters.subsets) == set(groups)
-    assert clusters.coverage().tolist() == [1] * 12
+    for normalize in (True, False):
+        clusters = sp.find_confusable_subsets(
+            np.array(rows), 4, seed=0, normalize=normalize
+        )
+        assert set(clusters.subsets) == set(groups)
+        assert clusters.coverage().tolist() == [1] * 12
+
+
+def test_unit_columns_separate_confusions_that_raw_variance_hides():
+    # Classes 0-3 are predicted confidently (large variance), 4-5 and 6-7 are
+    # confused pairs with small probabilities. With raw columns the variances of
+    # 0-3 dominate the distances; with unit columns the two pairs are found.
+    rng = np.random.default_rng(5)
+    rows = []
+    for _ in range(3000):
+        p = np.full(8, 1e-3)
+        choice = rng.integers(6)
+        if choice < 4:
+            p[choice] += 1.0
+        else:
+            pair = [4, 5] if choice == 4 else [6, 7]
+            p[pair] += 0.1 * rng.dirichlet([1.0, 1.0])
+            p[rng.integers(4)] += 0.9
+        rows.append(p / p.sum())
+    unit = sp.find_confusable_subsets(np.array(rows), 6, seed=0, min_size=2)
+    assert {(4, 5), (6, 7)} <= set(unit.subsets)
 
 
 def test_pooled_clusterings_overlap_and_min_size_drops_lone_classes():

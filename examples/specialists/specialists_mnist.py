@@ -113,6 +113,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-subsets", default="10,20",
                         help="K of K-means; several (comma-separated) are pooled")
     parser.add_argument("--min-subset-size", type=int, default=2)
+    parser.add_argument("--raw-covariance", action="store_true",
+                        help="K-means on raw covariance columns (default: unit length)")
     parser.add_argument("--specialist-epochs", type=int, default=2)
     parser.add_argument("--specialist-examples", type=int, default=20000,
                         help="examples per specialist epoch (half from its subset)")
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace) -> dict:
         clusters = sp.find_confusable_subsets(
             keras.ops.convert_to_numpy(keras.ops.softmax(held_logits)),
             counts, seed=args.seed, min_size=args.min_subset_size,
+            normalize=not args.raw_covariance,
         )
         reports.write_json(clusters_path, clusters.to_dict())
     print(clusters.report(CLASS_NAMES))
