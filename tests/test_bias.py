@@ -4,13 +4,22 @@ import keras
 import numpy as np
 import pytest
 
-from keras_kd.bias import choose_bias_shift, output_dense, shift_class_bias, shifted_accuracy
+from keras_kd.bias import (
+    choose_bias_shift,
+    output_dense,
+    shift_class_bias,
+    shifted_accuracy,
+)
 
 
 def small_model(seed=0):
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
-        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(10)]
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(10),
+        ]
     )
 
 
@@ -24,14 +33,20 @@ def test_shift_changes_exactly_those_logits_by_exactly_the_constant():
     np.testing.assert_allclose(difference[:, [3, 7]], 2.75, atol=1e-5)
     np.testing.assert_array_equal(difference[:, [0, 1, 2, 4, 5, 6, 8, 9]], 0.0)
     shift_class_bias(model, 7, -1.25)  # a single class as an int
-    np.testing.assert_allclose(model.predict(x, verbose=0)[:, 7] - before[:, 7], 1.5, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0)[:, 7] - before[:, 7], 1.5, atol=1e-5
+    )
 
 
 def test_shift_rejects_models_without_a_linear_dense_bias():
-    softmax = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    softmax = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="softmax")]
+    )
     with pytest.raises(ValueError, match="activation 'softmax'"):
         shift_class_bias(softmax, [0], 1.0)
-    no_bias = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, use_bias=False)])
+    no_bias = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, use_bias=False)]
+    )
     with pytest.raises(ValueError, match="use_bias=False"):
         shift_class_bias(no_bias, [0], 1.0)
     flatten_last = keras.Sequential([keras.Input((4, 1)), keras.layers.Flatten()])
@@ -110,7 +125,9 @@ def test_choice_applied_to_a_model_gives_the_chosen_accuracy():
     x = np.random.default_rng(1).normal(size=(200, 6)).astype("float32")
     logits = model.predict(x, verbose=0)
     labels = np.full(200, 3)
-    choice = choose_bias_shift(logits, labels, [3], np.round(np.arange(0, 201) * 0.1, 6))
+    choice = choose_bias_shift(
+        logits, labels, [3], np.round(np.arange(0, 201) * 0.1, 6)
+    )
     shift_class_bias(model, [3], choice.shift)
     predicted = np.argmax(model.predict(x, verbose=0), axis=1)
     assert np.mean(predicted == labels) == pytest.approx(choice.accuracy)

@@ -19,7 +19,9 @@ MD5 = {
 
 
 def idx_bytes(array: np.ndarray, magic: int) -> bytes:
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    header = magic.to_bytes(4, "big") + b"".join(
+        d.to_bytes(4, "big") for d in array.shape
+    )
     return header + array.astype(np.uint8).tobytes()
 
 
@@ -35,13 +37,23 @@ def test_read_idx_raw_and_gzip_give_the_array(tmp_path):
     "content, expected, match",
     [
         (idx_bytes(np.zeros(5), 2051), (5,), "magic number 2051, expected 2049"),
-        (idx_bytes(np.zeros(6), 2049), (5,), r"declares dimensions \(6,\), expected \(5,\)"),
+        (
+            idx_bytes(np.zeros(6), 2049),
+            (5,),
+            r"declares dimensions \(6,\), expected \(5,\)",
+        ),
         (idx_bytes(np.zeros(5), 2049)[:-2], (5,), "truncated: 11 bytes, expected 13"),
-        (idx_bytes(np.zeros(5), 2049)[:6], (5,), "truncated: 6 bytes, fewer than its 8-byte header"),
+        (
+            idx_bytes(np.zeros(5), 2049)[:6],
+            (5,),
+            "truncated: 6 bytes, fewer than its 8-byte header",
+        ),
         (idx_bytes(np.zeros(5), 2049) + b"x", (5,), "longer than its header says"),
     ],
 )
-def test_read_idx_rejects_bad_headers_and_lengths_naming_the_file(tmp_path, content, expected, match):
+def test_read_idx_rejects_bad_headers_and_lengths_naming_the_file(
+    tmp_path, content, expected, match
+):
     path = tmp_path / "labels-idx1-ubyte"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=match) as error:
@@ -52,7 +64,9 @@ def test_read_idx_rejects_bad_headers_and_lengths_naming_the_file(tmp_path, cont
 def test_read_idx_rejects_a_truncated_gzip_file(tmp_path):
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(gzip.compress(idx_bytes(np.zeros(100), 2049))[:-10])
-    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz.*truncated or not gzip"):
+    with pytest.raises(
+        ValueError, match="t10k-labels-idx1-ubyte.gz.*truncated or not gzip"
+    ):
         read_idx(path, 2049, (100,))
 
 
@@ -124,7 +138,9 @@ def test_jitter_fills_with_background_at_the_border():
     shifted = jitter_images(tf.constant(images), tf.constant([0, 1])).numpy()
     # A shift by (dr, dc) leaves (28 - |dr|) * (28 - |dc|) ones.
     sums = shifted.sum(axis=(1, 2))
-    allowed = {(28 - abs(dr)) * (28 - abs(dc)) for dr in range(-2, 3) for dc in range(-2, 3)}
+    allowed = {
+        (28 - abs(dr)) * (28 - abs(dc)) for dr in range(-2, 3) for dc in range(-2, 3)
+    }
     assert set(sums.astype(int)) <= allowed
     with pytest.raises(ValueError, match="max_shift"):
         jitter_images(tf.constant(images), tf.constant([0, 1]), max_shift=-1)
@@ -154,8 +170,12 @@ def test_mnist_dataset_shuffles_reproducibly_and_differently_each_epoch():
     def epochs(dataset):
         return [np.concatenate([y.numpy() for _, y in dataset]) for _ in range(2)]
 
-    first, second = epochs(mnist_dataset(images, labels, batch_size=16, shuffle=True, seed=5))
-    again, _ = epochs(mnist_dataset(images, labels, batch_size=16, shuffle=True, seed=5))
+    first, second = epochs(
+        mnist_dataset(images, labels, batch_size=16, shuffle=True, seed=5)
+    )
+    again, _ = epochs(
+        mnist_dataset(images, labels, batch_size=16, shuffle=True, seed=5)
+    )
     assert sorted(first) == list(range(64))
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, second)

@@ -34,7 +34,11 @@ _FILES = {
 
 def _find_file(folder: Path, stem: str) -> Path:
     """The gzip or raw IDX file for `stem` in `folder` (gzip preferred)."""
-    candidates = [folder / f"{stem}.gz", folder / stem, folder / stem.replace("-idx", ".idx")]
+    candidates = [
+        folder / f"{stem}.gz",
+        folder / stem,
+        folder / stem.replace("-idx", ".idx"),
+    ]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -100,7 +104,9 @@ def read_idx(path: str | os.PathLike, magic: int, dims: tuple[int, ...]) -> np.n
         )
     expected_size = header_size + int(np.prod(dims))
     if len(data) != expected_size:
-        state = "truncated" if len(data) < expected_size else "longer than its header says"
+        state = (
+            "truncated" if len(data) < expected_size else "longer than its header says"
+        )
         raise ValueError(
             f"MNIST file {str(path)!r} is {state}: {len(data)} bytes, expected "
             f"{expected_size}. Download it again."
@@ -114,7 +120,9 @@ def _load_online():
     try:
         import tensorflow_datasets as tfds
 
-        splits = tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True)
+        splits = tfds.load(
+            "mnist", split=["train", "test"], batch_size=-1, as_supervised=True
+        )
         (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
         return (
             (x_train[..., 0].astype(np.uint8), y_train.astype(np.uint8)),
@@ -168,7 +176,8 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
         return _load_online()
     paths = {key: _find_file(folder, stem) for key, (stem, _, _) in _FILES.items()}
     arrays = {
-        key: read_idx(paths[key], magic, dims) for key, (_, magic, dims) in _FILES.items()
+        key: read_idx(paths[key], magic, dims)
+        for key, (_, magic, dims) in _FILES.items()
     }
     for split in ("train", "test"):
         labels = arrays[f"{split}_labels"]
