@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,3 +99,27 @@ def test_command_line_options():
     assert settings.out == Path("x")
     with pytest.raises(ValueError, match=r"unknown part\(s\) \['bogus'\]"):
         example.run(example.Settings(out=Path("unused"), parts=("bogus",)))
+
+
+def test_teacher_cache_gives_the_teachers_logits(data_dir, tmp_path):
+    settings = example.Settings(
+        out=tmp_path / "run",
+        data_dir=str(data_dir),
+        train_subset=300,
+        teacher_epochs=1,
+        teacher_cache=tmp_path / "cache",
+        verbose=0,
+    )
+    experiment = example.Experiment(settings)
+    # Keep the test small: the experiment's training set is just the 300 images.
+    experiment.x, experiment.y = (
+        experiment.x[experiment.full],
+        experiment.y[experiment.full],
+    )
+    experiment.full = np.arange(300)
+    cached = experiment.teacher_logits()
+    assert (tmp_path / "cache" / "manifest.json").is_file()
+    direct = experiment.teacher().predict(
+        experiment.x.astype("float32") / 255.0, verbose=0
+    )
+    np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-5)

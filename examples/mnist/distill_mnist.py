@@ -74,6 +74,7 @@ class Settings:
     heldout: int = 5000
     train_subset: int | None = None
     test_subset: int | None = None
+    teacher_cache: Path | None = None
     seed: int = 0
     verbose: int = 1
 
@@ -209,7 +210,25 @@ class Experiment:
         )
 
     def teacher_logits(self):
-        """The teacher's logits on every (unjittered) training image, computed once."""
+        """The teacher's logits on every (unjittered) training image, computed once.
+
+        With `--teacher-cache DIR` they come from a `keras_kd.cache` teacher cache
+        (fingerprinted against the teacher's weights and the inputs, reused by later
+        runs); otherwise from one prediction pass, kept in `--out` for resuming.
+        """
+        if self._teacher_logits is None and self.settings.teacher_cache is not None:
+            from keras_kd.cache import build_teacher_cache
+
+            images = self.x.astype(np.float32) / 255.0  # what the teacher sees
+            cache = build_teacher_cache(
+                self.teacher(),
+                images,
+                self.settings.teacher_cache,
+                dtype="float32",
+                batch_size=1000,
+                verbose=bool(self.settings.verbose),
+            )
+            self._teacher_logits = cache.logits()
         if self._teacher_logits is None:
             cache = self.settings.out / "teacher_logits.npy"
             if cache.exists() and (self.models_dir / "teacher.json").exists():
@@ -487,6 +506,12 @@ def parse_args(argv=None) -> Settings:
     parser.add_argument(
         "--test-subset", type=int, default=None, help="use only this many test images"
     )
+    parser.add_argument(
+        "--teacher-cache",
+        default=None,
+        help="folder of a keras_kd.cache teacher cache to build or reuse for the "
+        "students' soft targets (default: one in-run prediction pass)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--verbose",
@@ -509,6 +534,7 @@ def parse_args(argv=None) -> Settings:
         alpha=args.alpha,
         train_subset=args.train_subset,
         test_subset=args.test_subset,
+        teacher_cache=None if args.teacher_cache is None else Path(args.teacher_cache),
         seed=args.seed,
         verbose=args.verbose,
     )
