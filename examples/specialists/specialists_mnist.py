@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict:
     x_all, y_all = two_digit_mnist(mnist_x, mnist_y, args.train_pairs, args.seed)
     x_test, y_test = two_digit_mnist(mnist_xt, mnist_yt, args.test_pairs, args.seed + 1)
     x_train, y_train = x_all[args.holdout:], y_all[args.holdout:]
-    x_held, y_held = x_all[:args.holdout], y_all[:args.holdout]
+    x_held = x_all[:args.holdout]
 
     def train_generalist():
         keras.utils.set_random_seed(args.seed)
