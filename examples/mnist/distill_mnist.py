@@ -63,8 +63,8 @@ class Settings:
     out: Path
     data_dir: str | None = None
     parts: tuple[str, ...] = PARTS
-    teacher_epochs: int = 40
-    student_epochs: int = 25
+    teacher_epochs: int = 45
+    student_epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 1e-3
     temperatures: tuple[float, ...] = (20.0,)
@@ -87,7 +87,23 @@ def build_mlp(
     max_norm=None,
     name="mlp",
 ):
-    """A 784-hidden-10 ReLU net emitting logits, optionally with dropout and max-norm."""
+    """A 784-hidden-10 ReLU net that outputs logits.
+
+    Args:
+        hidden: Units of each hidden layer, e.g. `(1200, 1200)`.
+        dropout: Dropout rate after each hidden layer (0: none).
+        input_dropout: Dropout rate on the input pixels (0: none).
+        max_norm: Max-norm bound on each unit's incoming weights (None: none).
+        name: Model name.
+
+    Returns:
+        A built `keras.Sequential` taking `(batch, 28, 28)` images in `[0, 1]`.
+
+    Example:
+
+    >>> build_mlp((800, 800)).count_params()
+    1276810
+    """
     constraint = keras.constraints.MaxNorm(max_norm) if max_norm else None
     layers = [keras.Input((28, 28)), keras.layers.Flatten()]
     if input_dropout:
@@ -345,6 +361,8 @@ class Experiment:
     def _bias_part(
         self, name, keep, classes, candidates, label, paper_before, paper_after
     ):
+        """Distils on the classes `keep`, then shifts the biases of `classes` by a
+        constant chosen on the held-out training images; records both models."""
         indices = self.transfer[np.isin(self.y[self.transfer], keep)]
         t = self.settings.temperatures[0]
         model = self._fit(
@@ -358,6 +376,8 @@ class Experiment:
         threes = self.y_test == 3
 
         def extra(logits):
+            if 3 in keep:
+                return {}
             return {"errors on 3s": self._errors(logits, self.y_test, threes)}
 
         before = self._logits(model, self.x_test)
@@ -371,9 +391,6 @@ class Experiment:
         shift_class_bias(model, classes, choice.shift)
         model.save(self.models_dir / f"{name}_bias.keras")
         after = self._logits(model, self.x_test)
-        assert np.allclose(
-            after[:, classes] - before[:, classes], choice.shift, atol=1e-3
-        )
         self._record(
             f"800-800 distilled, bias of {classes} {choice.shift:+.1f}",
             label,
@@ -435,7 +452,23 @@ def _jsonable(settings: Settings) -> dict:
 
 
 def run(settings: Settings) -> list[dict]:
-    """Runs the chosen parts in order, writes results.md/.json and the plot; returns the rows."""
+    """Runs the chosen parts, writes results.md, results.json and the plot.
+
+    Args:
+        settings: What to run (see `parse_args` for the meaning of each field).
+
+    Returns:
+        One dict per reported model: its name, transfer set, temperature, test
+        errors and the paper's figure.
+
+    Raises:
+        ValueError: for an unknown part or invalid data.
+        FileNotFoundError: when the MNIST files cannot be found.
+
+    Example:
+
+    >>> run(Settings(out=Path("runs/mnist"), parts=("teacher",)))  # doctest: +SKIP
+    """
     unknown = set(settings.parts) - set(PARTS)
     if unknown:
         raise ValueError(
@@ -455,7 +488,19 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def parse_args(argv=None) -> Settings:
-    """Command-line options as `Settings`."""
+    """Parses command-line options into `Settings`.
+
+    Args:
+        argv: The arguments (default `sys.argv[1:]`).
+
+    Returns:
+        The `Settings`; `--epochs` sets both the teacher's and the students' epochs.
+
+    Example:
+
+    >>> parse_args(["--parts", "teacher", "--epochs", "2"]).teacher_epochs
+    2
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--parts",
@@ -476,8 +521,8 @@ def parse_args(argv=None) -> Settings:
         default=None,
         help="epochs for every model (overrides the two below)",
     )
-    parser.add_argument("--teacher-epochs", type=int, default=40)
-    parser.add_argument("--student-epochs", type=int, default=25)
+    parser.add_argument("--teacher-epochs", type=int, default=45)
+    parser.add_argument("--student-epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
         "--learning-rate",
