@@ -43,7 +43,7 @@ FULL = {
     "alpha": 0.5,
     "fraction": 0.03,
     "fraction_epochs": 100,
-    "fraction_temperature": 2.0,
+    "fraction_temperatures": (2.0, 5.0),
     "fraction_alpha": 1.0,
     "verbose": 2,
 }

@@ -30,13 +30,16 @@ def test_summary_ratios_are_hand_computed(example):
         "distilled-T2": {"test_frame_accuracy": 0.63, "temperature": 2.0},
         "distilled-T5": {"test_frame_accuracy": 0.59, "temperature": 5.0},
         "fraction-hard": {"test_frame_accuracy": 0.40},
-        "fraction-soft": {"test_frame_accuracy": 0.55},
+        "fraction-soft-T2": {"test_frame_accuracy": 0.55, "temperature": 2.0},
+        "fraction-soft-T5": {"test_frame_accuracy": 0.45, "temperature": 5.0},
     }
     summary = example.summarise(records)
     assert summary["ensemble_gain"] == pytest.approx(0.04)
     assert summary["gain_recovered"]["2"] == pytest.approx(0.75)
     assert summary["gain_recovered"]["5"] == pytest.approx(-0.25)
-    assert summary["gap_closed"] == pytest.approx(0.75)
+    assert summary["gap_closed"] == pytest.approx({"2": 0.75, "5": 0.25})
+    records["ensemble"]["mean_member_test_frame_accuracy"] = 0.62
+    assert example.summarise(records)["gain_recovered_vs_mean_member"]["2"] == pytest.approx(0.5)
     assert example.summarise({"member-00": {"test_frame_accuracy": 0.6}}) == {}
 
 
@@ -67,7 +70,7 @@ def test_quick_benchmark_runs_every_part_and_resumes(data_dir, tmp_path, capsys)
     summary = bench.run(("speaker",), quick=True, out=tmp_path, data_dir=str(data_dir))["speaker"]
     out = tmp_path / "speaker"
     records = json.loads((out / "results.json").read_text())
-    expected = {"member-00", "member-01", "ensemble", "distilled-T2", "fraction-hard", "fraction-soft"}
+    expected = {"member-00", "member-01", "ensemble", "distilled-T2", "fraction-hard", "fraction-soft-T2"}
     assert expected <= set(records)
     for name in expected:
         assert 0.0 <= records[name]["test_frame_accuracy"] <= 1.0
@@ -76,11 +79,11 @@ def test_quick_benchmark_runs_every_part_and_resumes(data_dir, tmp_path, capsys)
     assert summary["frames"]["test_utterances"] == 80
     assert summary["frames"]["train_utterances"] == 400
     assert summary["frames"]["fraction"] == round(0.1 * summary["frames"]["train"])
-    assert records["fraction-soft"]["frames"] == summary["frames"]["fraction"]
-    assert set(summary["gain_recovered"]) == {"2"} and "gap_closed" in summary
+    assert records["fraction-soft-T2"]["frames"] == summary["frames"]["fraction"]
+    assert set(summary["gain_recovered"]) == {"2"} and set(summary["gap_closed"]) == {"2"}
     tables = (out / "tables.md").read_text()
     assert "| System | Test frame accuracy | WER |" in tables
-    assert "Soft targets (10% of training set, from the full-data baseline)" in tables
+    assert "Soft targets (10% of training set, from the full-data baseline, T=2)" in tables
     assert (out / "cache-ensemble" / "manifest.json").is_file()
     trained_seconds = records["distilled-T2"]["train_seconds"]
     capsys.readouterr()
