@@ -813,6 +813,43 @@ class TeacherCache:
         stored = [tf.constant(a) for a in self._gather(rows)]
         return self._targets(stored, temperature).numpy().astype(np.float32)
 
+    def _graph_fetch(self, x, extras: list, kinds: list[str]):
+        """Row fetcher in TensorFlow ops, on copies of the arrays in memory."""
+        views = self.views
+        tables = [tf.convert_to_tensor(np.asarray(a)) for a in (x, *extras)]
+        stored = [
+            tf.convert_to_tensor(np.concatenate([shard[kind] for shard in self._arrays]))
+            for kind in kinds
+        ]
+
+        def fetch(rows):
+            examples = rows // views
+            positions = tf.stack([examples, rows % views], axis=1)
+            return [tf.gather(t, examples) for t in tables] + [
+                tf.gather_nd(t, positions) for t in stored
+            ]
+
+        return fetch
+
+    def _numpy_fetch(self, x, extras: list, kinds: list[str]):
+        """Row fetcher reading memory-mapped arrays through `tf.numpy_function`."""
+        views = self.views
+        specs = [(a.dtype, a.shape[1:]) for a in (x, *extras)]
+        specs += [(self._arrays[0][k].dtype, self._arrays[0][k].shape[2:]) for k in kinds]
+
+        def gather(rows):
+            examples = rows // views
+            return [x[examples], *(a[examples] for a in extras), *self._gather(rows)]
+
+        def fetch(rows):
+            dtypes = [tf.as_dtype(np.dtype(dtype)) for dtype, _ in specs]
+            values = tf.numpy_function(gather, [rows], dtypes, stateful=False)
+            return [
+                tf.ensure_shape(v, [None, *shape]) for v, (_, shape) in zip(values, specs)
+            ]
+
+        return fetch
+
     def dataset(
         self,
         x,
@@ -826,6 +863,7 @@ class TeacherCache:
         augment: Callable | None = None,
         drop_remainder: bool = False,
         check_order: bool = True,
+        in_memory: bool | None = None,
     ) -> tf.data.Dataset:
         """Replays the cache: `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
 
@@ -851,6 +889,12 @@ class TeacherCache:
             drop_remainder: Drop the last partial batch.
             check_order: Hash `x` and compare with the cache (recommended; costs
                 one pass over `x`).
+            in_memory: Gather rows with TensorFlow ops from in-memory copies of
+                `x` and of the cache (fast, no Python in the input pipeline), or,
+                if False, read memory-mapped arrays through `tf.numpy_function`
+                (for data larger than RAM; delete the dataset's iterators before
+                the interpreter exits, as with any Python function in tf.data).
+                Default: False when `x` is an `np.memmap`, else True.
 
         Returns:
             A `tf.data.Dataset` for `Distiller.fit`.
@@ -886,15 +930,13 @@ class TeacherCache:
             raise ValueError(f"`batch_size` must be an integer >= 1, got {batch_size!r}.")
         views, base_seed = self.views, self.seed
         extras = [a for a in (y, sample_weight) if a is not None]
-        stored_specs = [(a.dtype, a.shape[2:]) for a in self._arrays[0].values()]
-
-        def gather(rows):
-            examples = rows // views
-            return [x[examples], *(a[examples] for a in extras), *self._gather(rows)]
-
-        output_dtypes = [tf.as_dtype(np.dtype(x.dtype))]
-        output_dtypes += [tf.as_dtype(a.dtype) for a in extras]
-        output_dtypes += [tf.as_dtype(dtype) for dtype, _ in stored_specs]
+        kinds = list(self._arrays[0])
+        if in_memory is None:
+            in_memory = not isinstance(x, np.memmap)
+        if in_memory:
+            fetch = self._graph_fetch(x, extras, kinds)
+        else:
+            fetch = self._numpy_fetch(x, extras, kinds)
         output_spec = None
         if augment is not None:
             first = augment(tf.convert_to_tensor(x[:1])[0], _view_seeds([0], views, base_seed)[0])
@@ -902,16 +944,9 @@ class TeacherCache:
 
         def load(rows):
             rows = tf.sort(rows)
-            values = tf.numpy_function(gather, [rows], output_dtypes, stateful=False)
-            inputs = tf.ensure_shape(values[0], [None, *x.shape[1:]])
-            extra = [
-                tf.ensure_shape(v, [None, *a.shape[1:]])
-                for v, a in zip(values[1 : 1 + len(extras)], extras)
-            ]
-            stored = [
-                tf.ensure_shape(v, [None, *shape])
-                for v, (_, shape) in zip(values[1 + len(extras) :], stored_specs)
-            ]
+            values = fetch(rows)
+            inputs, extra = values[0], values[1 : 1 + len(extras)]
+            stored = values[1 + len(extras) :]
             if augment is not None:
                 inputs = _apply_augment(augment, inputs, rows, views, base_seed, output_spec)
             features = {INPUTS: inputs, TEACHER_LOGITS: self._targets(stored, temperature)}

@@ -118,8 +118,14 @@ def test_expand_top_k_scatters_values():
     np.testing.assert_array_equal(full.numpy(), expected)
 
 
-def test_shuffled_replay_keeps_inputs_labels_and_targets_aligned(teacher, x, tmp_path):
+@pytest.mark.parametrize("memory_mapped", [False, True])
+def test_shuffled_replay_keeps_inputs_labels_and_targets_aligned(
+    teacher, x, tmp_path, memory_mapped
+):
     cache = _build(teacher, x, tmp_path / "cache", dtype="float32")
+    if memory_mapped:  # read through tf.numpy_function, as for data larger than RAM
+        np.save(tmp_path / "x.npy", x)
+        x = np.load(tmp_path / "x.npy", mmap_mode="r")
     ids = np.arange(N)
     replay = cache.dataset(x, ids, ids.astype("float32"), batch_size=7, seed=3)
     seen = []

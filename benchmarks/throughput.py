@@ -1,0 +1,310 @@
+"""Training throughput of distillation variants, measured interleaved in one process.
+
+On the paper's MNIST shapes (teacher 784-1200-1200-10, student 784-800-800-10,
+batch 128, synthetic inputs: throughput does not depend on the pixel values) it
+times, in rounds that interleave all variants so that a busy shared CPU slows
+them alike:
+
+  plain            the student alone, sparse cross-entropy
+  keras_distiller  keras.distillation.Distiller + LogitsDistillation(T, KLDivergence())
+  kd_online        keras_kd.Distiller, one teacher run online
+  teacher_infer    the teacher's forward pass alone (teacher.predict)
+  kd_ensemble      keras_kd.Distiller, a 10-member TeacherEnsemble run online
+  kd_cached        keras_kd.Distiller(teacher=None) replaying the ensemble's cache
+  kd_cached_one    keras_kd.Distiller(teacher=None) replaying the single teacher's cache
+
+Every variant uses the same optimizer (Adam 1e-3), the same initial student
+weights, the same batch size, the same number of steps per timed call, the same
+`jit_compile` setting, and excludes a warm-up call (tracing). Trained variants use
+`Model.fit` with `steps_per_epoch`; the online variants read
+`from_tensor_slices((x, y)).shuffle().batch()`, the cached ones
+`TeacherCache.dataset`. It also reports the cache build time, bytes per example
+(full vs top-k, 10 and 1000 classes) and the process' peak resident memory.
+
+Usage:
+
+    nice -n 10 .venv/bin/python benchmarks/throughput.py            # 9 rounds of one epoch
+
+Writes benchmarks/runs/throughput/<date>.json and benchmarks/results/throughput.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_kd.cache import build_teacher_cache  # noqa: E402
+from keras_kd.distiller import Distiller  # noqa: E402
+from keras_kd.reports import markdown_table  # noqa: E402
+from keras_kd.teachers import TeacherEnsemble  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+INPUT_SIZE, CLASSES = 784, 10
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved repetitions")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per timed call (default: one epoch)")
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--examples", type=int, default=6400, help="transfer-set size")
+    parser.add_argument("--members", type=int, default=10)
+    parser.add_argument("--mean", default="arithmetic", choices=("arithmetic", "geometric"))
+    parser.add_argument("--temperature", type=float, default=4.0)
+    parser.add_argument("--alpha", type=float, default=0.9)
+    parser.add_argument("--jit-compile", action="store_true", help="XLA for every variant")
+    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "throughput"))
+    parser.add_argument("--results", default=str(ROOT / "results" / "throughput.md"))
+    return parser.parse_args(argv)
+
+
+def mlp(hidden, seed, name):
+    """ReLU MLP on flattened 28x28 inputs, logits out (the paper's MNIST nets)."""
+    keras.utils.set_random_seed(seed)
+    layers = [keras.Input((INPUT_SIZE,))]
+    layers += [keras.layers.Dense(width, activation="relu") for width in hidden]
+    layers.append(keras.layers.Dense(CLASSES))
+    return keras.Sequential(layers, name=name)
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def bytes_per_example_table(run_dir: Path) -> list[dict]:
+    """Cache size per example for full and top-k storage, 10 and 1000 classes."""
+    rows = []
+    x = np.random.default_rng(0).normal(size=(2048, 32)).astype("float32")
+    for classes, ks in ((10, (None, 5)), (1000, (None, 10, 100))):
+        keras.utils.set_random_seed(classes)
+        teacher = keras.Sequential([keras.Input((32,)), keras.layers.Dense(classes)])
+        for k in ks:
+            directory = run_dir / f"size-{classes}-{k}"
+            cache = build_teacher_cache(
+                teacher, x, directory, top_k=k, shard_size=2048, verbose=False
+            )
+            rows.append({
+                "classes": classes,
+                "storage": "full float16" if k is None else f"top-{k} (int16 ids, float16 values, rest mean)",
+                "bytes/example": round(cache.bytes_per_example(), 1),
+            })
+            shutil.rmtree(directory)
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now()
+    batch = args.batch_size
+    steps_per_epoch = int(np.ceil(args.examples / batch))
+    steps = args.steps or steps_per_epoch
+
+    rng = np.random.default_rng(0)
+    x = rng.random((args.examples, INPUT_SIZE), dtype=np.float32)
+    y = rng.integers(0, CLASSES, args.examples)
+    teacher = mlp([1200, 1200], 100, "teacher")
+    ensemble = TeacherEnsemble(
+        [mlp([1200, 1200], 200 + m, f"member_{m}") for m in range(args.members)],
+        mean=args.mean,
+    )
+    initial_student = mlp([800, 800], 1, "student").get_weights()
+    rss_setup = peak_rss_mib()
+
+    cache_dir = run_dir / "cache-ensemble"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    ensemble_cache = build_teacher_cache(ensemble, x, cache_dir, verbose=False)
+    build_ensemble_s = time.perf_counter() - t0
+    single_dir = run_dir / "cache-single"
+    shutil.rmtree(single_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    single_cache = build_teacher_cache(teacher, x, single_dir, verbose=False)
+    build_single_s = time.perf_counter() - t0
+    rss_build = peak_rss_mib()
+
+    def online_data():
+        data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0)
+        return data.batch(batch).repeat().prefetch(tf.data.AUTOTUNE)
+
+    def student():
+        model = mlp([800, 800], 1, "student")
+        model.set_weights(initial_student)
+        return model
+
+    def compile_kwargs():
+        return {"optimizer": keras.optimizers.Adam(1e-3), "jit_compile": args.jit_compile}
+
+    def fitter(model, data):
+        return lambda n: model.fit(data, epochs=1, steps_per_epoch=n, verbose=0)
+
+    variants = {}
+    plain = student()
+    plain.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs())
+    variants["plain"] = fitter(plain, online_data())
+
+    keras_distiller = keras.distillation.Distiller(
+        teacher=teacher,
+        student=student(),
+        distillation_losses=keras.distillation.LogitsDistillation(
+            temperature=args.temperature, loss=keras.losses.KLDivergence()
+        ),
+        distillation_loss_weights=[args.alpha],
+        student_loss_weight=1.0 - args.alpha,
+    )
+    keras_distiller.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs()
+    )
+    variants["keras_distiller"] = fitter(keras_distiller, online_data())
+
+    def kd(teacher_model, data):
+        distiller = Distiller(student(), teacher_model, temperature=args.temperature, alpha=args.alpha)
+        distiller.compile(**compile_kwargs())
+        return fitter(distiller, data)
+
+    variants["kd_online"] = kd(teacher, online_data())
+    inference_data = tf.data.Dataset.from_tensor_slices(x).batch(batch).repeat().prefetch(
+        tf.data.AUTOTUNE
+    )
+    teacher.compile(jit_compile=args.jit_compile)
+    variants["teacher_infer"] = lambda n: teacher.predict(inference_data, steps=n, verbose=0)
+    variants["kd_ensemble"] = kd(ensemble, online_data())
+    replay = ensemble_cache.dataset(x, y, batch_size=batch, temperature=args.temperature)
+    variants["kd_cached"] = kd(None, replay.repeat())
+    variants["kd_cached_one"] = kd(None, single_cache.dataset(x, y, batch_size=batch).repeat())
+
+    for run in variants.values():  # warm-up: tracing and first iterators, not timed
+        run(args.warmup_steps)
+    names = list(variants)
+    wall = {name: [] for name in names}
+    cpu = {name: [] for name in names}
+    for round_index in range(args.rounds):
+        order = names[round_index % len(names):] + names[: round_index % len(names)]
+        for name in order:
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            variants[name](steps)
+            cpu[name].append(time.process_time() - cpu0)
+            wall[name].append(time.perf_counter() - wall0)
+        print(f"round {round_index + 1}/{args.rounds}: "
+              + ", ".join(f"{n} {wall[n][-1]:.2f}s" for n in names), flush=True)
+
+    # Seconds per step under three estimators: the median wall time (what a user
+    # waits), the minimum wall time (least disturbed by other processes on a shared
+    # CPU) and the median process CPU time (all threads; work done, not waiting).
+    estimators = {
+        "median wall": {n: statistics.median(v) / steps for n, v in wall.items()},
+        "min wall": {n: min(v) / steps for n, v in wall.items()},
+        "median CPU": {n: statistics.median(v) / steps for n, v in cpu.items()},
+    }
+    per_step = estimators["median wall"]
+    rows = [
+        {
+            "variant": name,
+            "examples/s (median wall)": f"{batch / per_step[name]:.0f}",
+            "ms/step median wall": f"{per_step[name] * 1e3:.1f}",
+            "ms/step min wall": f"{estimators['min wall'][name] * 1e3:.1f}",
+            "ms/step median CPU": f"{estimators['median CPU'][name] * 1e3:.1f}",
+            "speed vs plain (median wall)": f"{per_step['plain'] / per_step[name]:.3f}",
+        }
+        for name in names
+    ]
+
+    def criterion(text, value_of, passes):
+        row = {"criterion": text}
+        for label, step in estimators.items():
+            value = value_of(step)
+            row[label] = f"{value:.3f} ({'pass' if passes(value) else 'FAIL'})"
+        return row
+
+    checks = [
+        criterion("issue 2: speed kd_online / keras_distiller >= 1.0",
+                  lambda t: t["keras_distiller"] / t["kd_online"], lambda v: v >= 1.0),
+        criterion("issue 2: time kd_online / (plain + teacher_infer) <= 1.10",
+                  lambda t: t["kd_online"] / (t["plain"] + t["teacher_infer"]),
+                  lambda v: v <= 1.10),
+        criterion("issue 3: speed kd_cached / plain >= 0.9",
+                  lambda t: t["plain"] / t["kd_cached"], lambda v: v >= 0.9),
+        criterion("issue 3: speed kd_cached_one / plain >= 0.9",
+                  lambda t: t["plain"] / t["kd_cached_one"], lambda v: v >= 0.9),
+        criterion(f"issue 3: epoch time kd_ensemble ({args.members} online) / kd_cached >= 5",
+                  lambda t: t["kd_ensemble"] / t["kd_cached"], lambda v: v >= 5.0),
+    ]
+    epoch_online = per_step["kd_ensemble"] * steps_per_epoch
+    epoch_cached = per_step["kd_cached"] * steps_per_epoch
+    cache_rows = [
+        {"cache": f"{args.members}-member {args.mean} ensemble (per-member logits)",
+         "examples": args.examples, "build s": round(build_ensemble_s, 2),
+         "bytes/example": round(ensemble_cache.bytes_per_example(), 1),
+         "build + 1 cached epoch s": round(build_ensemble_s + epoch_cached, 2),
+         "1 online epoch s": round(epoch_online, 2)},
+        {"cache": "single teacher", "examples": args.examples,
+         "build s": round(build_single_s, 2),
+         "bytes/example": round(single_cache.bytes_per_example(), 1)},
+    ]
+    size_rows = bytes_per_example_table(run_dir)
+    memory = {"after setup MiB": round(rss_setup, 1), "after cache builds MiB": round(rss_build, 1),
+              "end of run MiB": round(peak_rss_mib(), 1)}
+
+    command = "nice -n 10 .venv/bin/python benchmarks/throughput.py " + " ".join(argv or sys.argv[1:])
+    header = (
+        f"Command: `{command.strip()}`  \n"
+        f"Date: {started:%Y-%m-%d %H:%M}; TF {tf.__version__}, Keras {keras.__version__}, "
+        f"Python {platform.python_version()}, {os.cpu_count()} CPU cores (shared), "
+        f"jit_compile={args.jit_compile}  \n"
+        f"Setup: batch {batch}, {steps} steps per timed call ({steps_per_epoch} = one epoch), "
+        f"{args.rounds} interleaved rounds, warm-up excluded, T={args.temperature}, alpha={args.alpha}, "
+        f"{args.examples} synthetic examples, ensemble of {args.members} ({args.mean} mean)."
+    )
+    report = "\n".join([
+        "# Throughput: plain, online, keras.distillation and cached distillation",
+        "",
+        header,
+        "",
+        "## Training throughput",
+        "",
+        markdown_table(rows),
+        "## Criteria",
+        "",
+        markdown_table(checks),
+        "## Cache",
+        "",
+        markdown_table(cache_rows, digits=2),
+        "Bytes per example on disk (npy headers included, 2,048 examples, one stream):",
+        "",
+        markdown_table(size_rows, digits=1),
+        "Peak resident memory of the benchmark process (ru_maxrss, cumulative):",
+        "",
+        markdown_table([memory], digits=0),
+    ])
+    print(report)
+    payload = {"args": vars(args), "date": started.isoformat(), "wall_s": wall, "cpu_s": cpu,
+               "rows": rows, "checks": checks, "cache": cache_rows, "sizes": size_rows,
+               "memory": memory}
+    (run_dir / f"{started:%Y%m%d-%H%M%S}.json").write_text(json.dumps(payload, indent=1, default=str))
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
