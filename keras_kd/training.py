@@ -225,6 +225,28 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             )
 
 
+def build_before_fit(model: keras.Model, dataset: tf.data.Dataset) -> None:
+    """Creates the optimizer's and compiled metrics' variables before `fit`.
+
+    Without a distribution strategy Keras creates them while tracing the first
+    train step, and `tf.function` then traces the step a second time; for a
+    MobileNetV2 `Distiller` that doubles about ten seconds of tracing. Building
+    from the dataset's element spec (no data is read) avoids the second trace.
+
+    Args:
+        model: A compiled model.
+        dataset: The `tf.data.Dataset` that `fit` will read.
+
+    Example:
+
+    >>> build_before_fit(model, train_batches)  # doctest: +SKIP
+    """
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    # Keras' own pre-build (it runs it itself under a distribution strategy).
+    model._symbolic_build(data_batch=dataset.element_spec)
+
+
 def fit_resumable(
     model: keras.Model,
     make_dataset: Callable[[int], tf.data.Dataset],
@@ -290,8 +312,11 @@ def fit_resumable(
     for first, last, steps in phases:
         if model.stop_training:
             break
+        dataset = make_dataset(backup.step)
+        if isinstance(dataset, tf.data.Dataset):
+            build_before_fit(model, dataset)
         history = model.fit(
-            make_dataset(backup.step),
+            dataset,
             initial_epoch=first,
             epochs=last,
             steps_per_epoch=steps,

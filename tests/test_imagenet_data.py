@@ -1,0 +1,129 @@
+"""keras_kd.datasets.imagenet: folder listing, crops, skipped files, determinism, tfds."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from _imagenet_folder import CLASSES, write_image_folder
+
+from keras_kd.datasets import imagenet
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    counts = write_image_folder(root, train_per_class=4, val_per_class=2, corrupt="val")
+    return root, counts
+
+
+def batches(dataset, count):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
+
+
+def test_folder_lists_classes_images_and_ignores_other_files(folder):
+    root, counts = folder
+    data = imagenet.load_imagenet(root, source="auto")
+    assert data.source == "folder"
+    assert data.class_names == list(CLASSES)
+    assert data.train.num_examples == counts["train"] == 12  # notes.txt ignored
+    assert data.val.num_examples == counts["val"] + 1  # the corrupt file is listed
+    assert sum(path.endswith(".png") for path in data.train.files) == 3
+    assert np.bincount(data.train.labels).tolist() == [4, 4, 4]
+
+
+def test_missing_split_and_unknown_source_are_explained(tmp_path):
+    (tmp_path / "train" / "n01").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="has no val/ folder"):
+        imagenet.load_imagenet(tmp_path, source="folder")
+    with pytest.raises(ValueError, match="`source` must be one of"):
+        imagenet.load_imagenet(tmp_path, source="s3")
+
+
+def test_eval_pipeline_centre_crops_and_counts_the_corrupt_file(folder):
+    root, counts = folder
+    data = imagenet.load_imagenet(root)
+    counter = imagenet.DecodeCounter()
+    dataset = imagenet.eval_dataset(data, image_size=16, batch_size=4, counter=counter)
+    images, labels = zip(*batches(dataset, 10), strict=True)
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    assert images.shape == (counts["val"], 16, 16, 3)
+    assert images.dtype == np.float32 and 0.0 <= images.min() and images.max() <= 255.0
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert (counter.attempted, counter.decoded, counter.skipped) == (7, 6, 1)
+    # Cached after the first pass: a second pass gives the same and decodes nothing.
+    again = np.concatenate([x for x, _ in batches(dataset, 10)])
+    np.testing.assert_array_equal(images, again)
+    assert counter.attempted == 7
+
+
+def test_crops_have_the_requested_size_for_odd_shapes():
+    seed = tf.constant([4, 2], tf.int64)
+    for shape in [(9, 12, 3), (23, 41, 3), (300, 7, 3)]:
+        image = tf.random.uniform(shape, maxval=255)
+        assert imagenet.random_resized_crop(image, 24, seed).shape == (24, 24, 3)
+        assert imagenet.center_crop(image, 24).shape == (24, 24, 3)
+    # A centre crop of a constant image is that constant; of a gradient, the middle.
+    ramp = tf.tile(tf.range(64, dtype=tf.float32)[None, :, None], [32, 1, 3])
+    crop = imagenet.center_crop(ramp, 16, crop_fraction=0.5).numpy()
+    assert abs(crop.mean() - 31.5) < 0.6
+
+
+def test_training_stream_is_deterministic_resumable_and_sliceable(folder):
+    root, _ = folder
+    data = imagenet.load_imagenet(root)
+
+    def stream(**kwargs):
+        return imagenet.train_dataset(data, image_size=16, global_batch_size=4, seed=7,
+                                      **kwargs)
+
+    first = batches(stream(), 5)  # 5 batches of 4 cross the 12-image epoch boundary
+    assert all(x.shape == (4, 16, 16, 3) for x, _ in first)
+    epoch = np.concatenate([y for _, y in first[:3]])
+    assert sorted(epoch.tolist()) == sorted(data.train.labels.tolist())
+    for (x1, y1), (x2, y2) in zip(first, batches(stream(), 5), strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    resumed = batches(stream(start_step=3), 2)
+    for (x1, y1), (x2, y2) in zip(first[3:], resumed, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    # Two workers each decode half of every global batch: together the same batch.
+    halves = [
+        batches(stream(input_context=tf.distribute.InputContext(2, worker, 2)), 2)
+        for worker in (0, 1)
+    ]
+    for step in range(2):
+        joined = np.concatenate([halves[0][step][0], halves[1][step][0]])
+        np.testing.assert_array_equal(joined, first[step][0])
+    other_seed = batches(
+        imagenet.train_dataset(data, image_size=16, global_batch_size=4, seed=8), 1)
+    assert not np.array_equal(other_seed[0][0], first[0][0])
+
+
+def test_undecodable_training_file_is_skipped_and_counted(tmp_path):
+    write_image_folder(tmp_path, train_per_class=2, val_per_class=1, corrupt="train")
+    data = imagenet.load_imagenet(tmp_path)
+    counter = imagenet.DecodeCounter()
+    dataset = imagenet.train_dataset(data, image_size=8, global_batch_size=6,
+                                     counter=counter, cache_bytes=0)
+    (x, y), = batches(dataset, 1)
+    # 7 files, one corrupt: the first batch is exactly the 6 good ones of epoch 1.
+    assert x.shape == (6, 8, 8, 3)
+    assert sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
+    # Counted per attempt (read-ahead may already have retried it in epoch 2).
+    assert counter.skipped >= 1
+
+
+def test_tfds_mock_imagenet2012_gives_the_same_pipeline():
+    with tfds.testing.mock_data(num_examples=6):
+        data = imagenet.load_imagenet(None, source="tfds")
+        assert data.source == "tfds" and data.num_classes == 1000
+        assert data.class_names[217] == "n02102040"
+        (x, y), = batches(
+            imagenet.train_dataset(data, image_size=16, global_batch_size=3), 1)
+        assert x.shape == (3, 16, 16, 3) and y.shape == (3,)
+        counter = imagenet.DecodeCounter()
+        seen = sum(len(y) for _, y in batches(
+            imagenet.eval_dataset(data, image_size=16, batch_size=4, counter=counter),
+            5))
+        assert seen == 6 and counter.skipped == 0
