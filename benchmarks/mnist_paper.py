@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import os
 import shlex
 import sys
 import time
@@ -95,8 +96,21 @@ def run_full(data_dir: str | None, argv: list[str]) -> None:
     """Runs (or resumes) the full schedule and writes `benchmarks/results/mnist.md`."""
     example = load_example()
     settings = example.Settings(out=RUNS, data_dir=data_dir, verbose=2, **FULL)
+    RUNS.mkdir(parents=True, exist_ok=True)
+    lock = RUNS / "running.pid"
+    try:  # two runs in one folder would overwrite each other's checkpoints
+        with open(lock, "x") as handle:
+            handle.write(str(os.getpid()))
+    except FileExistsError:
+        raise SystemExit(
+            f"{lock} exists: another full run is using {RUNS}. Wait for it, or delete "
+            "the file if that run is dead."
+        ) from None
     started = time.time()
-    rows = example.run(settings)
+    try:
+        rows = example.run(settings)
+    finally:
+        lock.unlink()
     minutes = (time.time() - started) / 60
     from keras_kd import reports
 
@@ -110,7 +124,9 @@ def run_full(data_dir: str | None, argv: list[str]) -> None:
         f"Finished: {datetime.date.today().isoformat()}, {minutes:.0f} min for this "
         "invocation (models finished by an earlier, interrupted invocation are loaded, "
         "not retrained)  \n"
-        f"Schedule: {FULL}, Adam 1e-3 cosine-decayed, alpha {settings.alpha}\n\n"
+        f"Schedule: {FULL}, Adam 1e-3 cosine-decayed, alpha {settings.alpha}, teacher "
+        f"dropout {settings.teacher_input_dropout} (input) / {settings.teacher_dropout} "
+        "(hidden)\n\n"
         "Test errors out of 10,000.\n\n" + reports.markdown_table(rows, digits=2)
     )
     print(f"wrote {RESULTS}")

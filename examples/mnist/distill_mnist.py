@@ -64,6 +64,8 @@ class Settings:
     data_dir: str | None = None
     parts: tuple[str, ...] = PARTS
     teacher_epochs: int = 45
+    teacher_dropout: float = 0.3
+    teacher_input_dropout: float = 0.1
     student_epochs: int = 20
     batch_size: int = 256
     learning_rate: float = 1e-3
@@ -215,8 +217,8 @@ class Experiment:
             "teacher",
             lambda: build_mlp(
                 (1200, 1200),
-                dropout=0.5,
-                input_dropout=0.2,
+                dropout=self.settings.teacher_dropout,
+                input_dropout=self.settings.teacher_input_dropout,
                 max_norm=3.5,
                 name="teacher",
             ),
@@ -523,6 +525,14 @@ def parse_args(argv=None) -> Settings:
     )
     parser.add_argument("--teacher-epochs", type=int, default=45)
     parser.add_argument("--student-epochs", type=int, default=20)
+    parser.add_argument(
+        "--teacher-dropout",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.3),
+        metavar=("INPUT", "HIDDEN"),
+        help="the teacher's dropout rates on the inputs and on the hidden layers",
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument(
         "--learning-rate",
@@ -571,6 +581,8 @@ def parse_args(argv=None) -> Settings:
         data_dir=args.data_dir,
         parts=parts,
         teacher_epochs=args.epochs or args.teacher_epochs,
+        teacher_input_dropout=args.teacher_dropout[0],
+        teacher_dropout=args.teacher_dropout[1],
         student_epochs=args.epochs or args.student_epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
