@@ -587,6 +587,11 @@ def main(argv: list[str] | None = None) -> int:
 
     >>> main(["export", "--help"])  # doctest: +SKIP
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in EXAMPLES:
+        # An example parses its own options; argparse's REMAINDER would reject a
+        # first option such as `--data-dir`, so they bypass the parser entirely.
+        return _run_reporting_errors(argv[0], lambda: run_example(argv[0], argv[1:]))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -595,11 +600,16 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "handler", None) is None:
         parser.print_help()
         return 2
+    return _run_reporting_errors(args.command, lambda: args.handler(args))
+
+
+def _run_reporting_errors(command: str, run) -> int:
+    """Runs a subcommand; a user error becomes one line on stderr and exit 2."""
     try:
-        return int(args.handler(args) or 0)
+        return int(run() or 0)
     except (CommandError, FileNotFoundError, ValueError) as error:
         message = " ".join(str(error).split())
-        print(f"keras-kd {args.command}: error: {message}", file=sys.stderr)
+        print(f"keras-kd {command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -175,3 +175,15 @@ def test_image_folder_data(tmp_path):
     assert x_train.shape == (6, 6, 8, 3) and x_test.shape == (4, 6, 8, 3)
     assert sorted(y_train.tolist()) == [0, 0, 0, 1, 1, 1]
     assert sorted(y_test.tolist()) == [0, 0, 1, 1]
+
+
+def test_example_subcommands_pass_their_options_through(monkeypatch):
+    seen = {}
+
+    def fake_run_example(name, argv):
+        seen[name] = argv
+        return 0
+
+    monkeypatch.setattr(cli, "run_example", fake_run_example)
+    assert cli.main(["mnist", "--data-dir", "somewhere", "--parts", "teacher"]) == 0
+    assert seen["mnist"] == ["--data-dir", "somewhere", "--parts", "teacher"]
