@@ -359,6 +359,15 @@ class Experiment:
         return summary
 
 
+def _by_temperature(records: dict, prefix: str) -> list[dict]:
+    """The scored records whose name starts with `prefix`, by rising temperature."""
+    chosen = [
+        record for name, record in records.items()
+        if name.startswith(prefix) and "test_frame_accuracy" in record
+    ]
+    return sorted(chosen, key=lambda record: record["temperature"])
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return float("nan") if denominator == 0 else numerator / denominator
 
@@ -390,8 +399,7 @@ def summarise(records: dict) -> dict:
         summary["ensemble_gain"] = ensemble - base
         distilled = {
             f"{record['temperature']:g}": record["test_frame_accuracy"]
-            for name, record in records.items()
-            if name.startswith("distilled-") and "test_frame_accuracy" in record
+            for record in _by_temperature(records, "distilled-")
         }
         summary["gain_recovered"] = {
             t: _ratio(accuracy - base, ensemble - base) for t, accuracy in distilled.items()
@@ -405,8 +413,7 @@ def summarise(records: dict) -> dict:
     hard = records.get("fraction-hard", {}).get("test_frame_accuracy")
     soft = {
         f"{record['temperature']:g}": record["test_frame_accuracy"]
-        for name, record in records.items()
-        if name.startswith("fraction-soft-") and "test_frame_accuracy" in record
+        for record in _by_temperature(records, "fraction-soft-")
     }
     if base is not None and hard is not None and soft:
         summary["gap_closed"] = {
@@ -431,9 +438,8 @@ def format_tables(records: dict, summary: dict) -> str:
         rows.append(("Baseline", records["member-00"], PAPER_TABLE1["baseline"]))
     if "ensemble" in records:
         rows.append((records["ensemble"]["system"], records["ensemble"], PAPER_TABLE1["ensemble"]))
-    for name, record in records.items():
-        if name.startswith("distilled-") and "test_frame_accuracy" in record:
-            rows.append((record["system"], record, PAPER_TABLE1["distilled"]))
+    for record in _by_temperature(records, "distilled-"):
+        rows.append((record["system"], record, PAPER_TABLE1["distilled"]))
     if rows:
         table = [
             {
@@ -472,9 +478,10 @@ def format_tables(records: dict, summary: dict) -> str:
             if "member-00" in records:
                 rows.append(("Baseline (100% of training set)", records["member-00"], paper))
             continue
-        for name, record in records.items():
-            if name.startswith(prefix) and "test_frame_accuracy" in record:
-                rows.append((record["system"], record, paper))
+        ordered = [records["fraction-hard"]] if prefix == "fraction-hard" and "fraction-hard" in records else []
+        if prefix == "fraction-soft-":
+            ordered = _by_temperature(records, prefix)
+        rows += [(record["system"], record, paper) for record in ordered if "test_frame_accuracy" in record]
     if len(rows) > 1:
         table = [
             {
