@@ -71,6 +71,8 @@ def parse_args(argv=None):
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--alpha", type=float, default=0.9)
     parser.add_argument("--jit-compile", action="store_true", help="XLA for every variant")
+    parser.add_argument("--steps-per-execution", type=int, default=1,
+                        help="Keras steps_per_execution for every variant")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "throughput"))
     parser.add_argument("--results", default=str(ROOT / "results" / "throughput.md"))
     return parser.parse_args(argv)
@@ -152,7 +154,8 @@ def main(argv=None):
         return model
 
     def compile_kwargs():
-        return {"optimizer": keras.optimizers.Adam(1e-3), "jit_compile": args.jit_compile}
+        return {"optimizer": keras.optimizers.Adam(1e-3), "jit_compile": args.jit_compile,
+                "steps_per_execution": args.steps_per_execution}
 
     def fitter(model, data):
         return lambda n: model.fit(data, epochs=1, steps_per_epoch=n, verbose=0)
@@ -185,7 +188,7 @@ def main(argv=None):
     inference_data = tf.data.Dataset.from_tensor_slices(x).batch(batch).repeat().prefetch(
         tf.data.AUTOTUNE
     )
-    teacher.compile(jit_compile=args.jit_compile)
+    teacher.compile(jit_compile=args.jit_compile, steps_per_execution=args.steps_per_execution)
     variants["teacher_infer"] = lambda n: teacher.predict(inference_data, steps=n, verbose=0)
     variants["kd_ensemble"] = kd(ensemble, online_data())
     replay = ensemble_cache.dataset(x, y, batch_size=batch, temperature=args.temperature)
@@ -269,7 +272,7 @@ def main(argv=None):
         f"Command: `{command.strip()}`  \n"
         f"Date: {started:%Y-%m-%d %H:%M}; TF {tf.__version__}, Keras {keras.__version__}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPU cores (shared), "
-        f"jit_compile={args.jit_compile}  \n"
+        f"jit_compile={args.jit_compile}, steps_per_execution={args.steps_per_execution}  \n"
         f"Setup: batch {batch}, {steps} steps per timed call ({steps_per_epoch} = one epoch), "
         f"{args.rounds} interleaved rounds, warm-up excluded, T={args.temperature}, alpha={args.alpha}, "
         f"{args.examples} synthetic examples, ensemble of {args.members} ({args.mean} mean)."
