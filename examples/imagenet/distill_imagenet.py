@@ -173,20 +173,31 @@ def _application(name: str, num_classes: int, image_size: int, width: float,
     return keras.Model(inputs, outputs, name=model_name or name)
 
 
+def _imagenet_teacher(args, num_classes, class_names, weights, origin):
+    """A 1000-class ImageNet teacher, restricted to the folder's classes if fewer."""
+    teacher = _application(args.teacher, 1000, args.image_size, args.teacher_width,
+                           weights=weights, model_name="teacher_imagenet")
+    if num_classes == 1000:
+        return teacher, origin
+    indices = imagenet_class_indices(class_names)
+    logits = keras.ops.take(teacher.output, indices, axis=-1)
+    subset = keras.Model(teacher.input, logits, name="teacher")
+    return subset, f"{origin}, logits of the {num_classes} folder classes"
+
+
 def build_teacher(args, num_classes, class_names):
-    """The teacher model (logits) and a line saying where its weights come from."""
+    """The teacher model (logits) and a line saying where its weights come from.
+
+    `--teacher-weights` is 'scratch' (random init, trained by this script),
+    'imagenet' (Keras' download, needs the internet once), a `.keras` model, a
+    `.weights.h5` file saved by this script (`teacher.weights.h5`), or a
+    keras.applications ImageNet weights file (`.h5`, 1000 classes; with fewer
+    folder classes the teacher's logits of those wnids are used).
+    """
     weights = args.teacher_weights
     if weights == "imagenet":
-        teacher = _application(args.teacher, 1000, args.image_size,
-                               args.teacher_width, weights="imagenet",
-                               model_name="teacher_imagenet")
-        if num_classes == 1000:
-            return teacher, "ImageNet weights (Keras download)"
-        indices = imagenet_class_indices(class_names)
-        logits = keras.ops.take(teacher.output, indices, axis=-1)
-        subset = keras.Model(teacher.input, logits, name="teacher")
-        return subset, (f"ImageNet weights (Keras download), logits of the "
-                        f"{num_classes} folder classes")
+        return _imagenet_teacher(args, num_classes, class_names, "imagenet",
+                                 "ImageNet weights (Keras download)")
     if weights.endswith(".keras"):
         teacher = keras.saving.load_model(weights, compile=False)
         return teacher, f"loaded model {weights}"
@@ -194,7 +205,12 @@ def build_teacher(args, num_classes, class_names):
                            args.teacher_width, model_name="teacher")
     if weights == "scratch":
         return teacher, "trained from scratch here"
-    teacher.load_weights(weights)
+    try:
+        teacher.load_weights(weights)
+    except ValueError:
+        # Not saved from this script's teacher: a keras.applications file.
+        return _imagenet_teacher(args, num_classes, class_names, weights,
+                                 f"ImageNet weights from {weights}")
     return teacher, f"weights from {weights}"
 
 

@@ -1,0 +1,198 @@
+"""Throughput of the ImageNet example's parts: input pipeline and training steps.
+
+Measures, in images per second:
+
+1. the input pipeline (`keras_kd.datasets.imagenet`) on the CPU: training batches
+   (decode + random-resized-crop + flip) and evaluation batches (decode + resize +
+   centre crop), from an ImageNet-style folder (`--data-dir` or
+   `KERAS_KD_DATA_DIR`, e.g. Imagenette), with and without the in-memory cache of
+   encoded files;
+2. training steps at `--image-size` (224 by default) on synthetic batches held in
+   memory, so the pipeline is not the bottleneck:
+   - `student`: the student (MobileNetV2) on hard labels alone;
+   - `distill-online`: the `Distiller` with a ResNet-50 teacher forward pass in
+     every step;
+   - `distill-cached`: the `Distiller` fed precomputed teacher logits (no teacher
+     forward), the replay of `keras_kd.cache`;
+   for each `--precisions` entry and on every strategy in `--strategies`.
+
+Each step measurement runs `--warmup-steps` steps first (tracing included), then
+times `--steps` steps. Writes `throughput.json` and `throughput.md` into
+`--out-dir` (default `benchmarks/runs/imagenet_throughput`) and prints the table.
+
+Example:
+
+    nice -n 10 python benchmarks/imagenet_throughput.py --data-dir ../shared/data/imagenette
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_kd  # noqa: E402
+from keras_kd import distribute, reports, training  # noqa: E402
+from keras_kd.datasets import imagenet  # noqa: E402
+
+STEP_KINDS = ("student", "distill-online", "distill-cached")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=None,
+                        help="ImageNet-style folder; default $KERAS_KD_DATA_DIR")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32, help="per replica")
+    parser.add_argument("--pipeline-batches", type=int, default=20)
+    parser.add_argument("--warmup-steps", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--student-width", type=float, default=1.0)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--precisions", nargs="+", default=["float32"],
+                        choices=distribute.PRECISIONS)
+    parser.add_argument("--strategies", nargs="+", default=["default"],
+                        choices=("default", "mirrored"),
+                        help="'mirrored' uses every GPU (or every logical CPU)")
+    parser.add_argument("--kinds", nargs="+", default=list(STEP_KINDS),
+                        choices=STEP_KINDS)
+    parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--out-dir", default="benchmarks/runs/imagenet_throughput")
+    return parser.parse_args(argv)
+
+
+def pipeline_rows(args):
+    """Images/s of the training and evaluation pipelines on the CPU."""
+    data = imagenet.load_imagenet(args.data_dir, source="folder")
+    rows = []
+    for cached in (False, True):
+        cache_bytes = imagenet.DEFAULT_CACHE_BYTES if cached else 0
+        for split in ("train", "eval"):
+            if split == "train":
+                dataset = imagenet.train_dataset(
+                    data, image_size=args.image_size, global_batch_size=args.batch_size,
+                    cache_bytes=cache_bytes)
+            else:
+                # Caching cropped eval images helps only from the second pass.
+                dataset = imagenet.eval_dataset(
+                    data, image_size=args.image_size, batch_size=args.batch_size,
+                    cache_bytes=0).repeat()
+                if cached:
+                    continue
+            iterator = iter(dataset)
+            for _ in range(2):
+                next(iterator)
+            start = time.perf_counter()
+            for _ in range(args.pipeline_batches):
+                next(iterator)
+            seconds = time.perf_counter() - start
+            rows.append({
+                "measure": f"pipeline {split}"
+                + (" (encoded files in memory)" if cached else " (files from disk)"),
+                "precision": "-", "replicas": "-",
+                "images_per_s": args.pipeline_batches * args.batch_size / seconds,
+                "images": args.pipeline_batches * args.batch_size,
+            })
+            print(rows[-1], flush=True)
+    return rows
+
+
+def build(kind, args, setup):
+    """The model to time and a dataset of synthetic batches for it."""
+    shape = (args.image_size, args.image_size, 3)
+
+    def application(constructor, **kwargs):
+        base = constructor(include_top=True, weights=None, input_shape=shape,
+                           classes=args.classes, classifier_activation=None,
+                           **kwargs)
+        return base
+
+    with setup.strategy.scope():
+        student = application(keras.applications.MobileNetV2,
+                              alpha=args.student_width)
+        training.set_batchnorm_momentum(student, 0.99)
+        optimizer = keras.optimizers.SGD(setup.learning_rate, momentum=0.9)
+        if kind == "student":
+            model = student
+            model.compile(optimizer=optimizer, loss=keras.losses.
+                          SparseCategoricalCrossentropy(from_logits=True))
+        else:
+            teacher = None
+            if kind == "distill-online":
+                teacher = application(keras.applications.ResNet50)
+            model = keras_kd.Distiller(student, teacher, temperature=4.0, alpha=0.9)
+            model.compile(optimizer=optimizer)
+    rng = np.random.default_rng(0)
+    batch = setup.global_batch_size
+    x = tf.constant(rng.uniform(-1, 1, (batch, *shape)).astype("float32"))
+    y = tf.constant(rng.integers(0, args.classes, batch))
+    if kind == "distill-cached":
+        logits = tf.constant(rng.normal(size=(batch, args.classes)).astype("float32"))
+        x = {"inputs": x, "teacher_logits": logits}
+    dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+    return model, dataset
+
+
+def step_rows(args):
+    rows = []
+    for strategy in args.strategies:
+        for precision in args.precisions:
+            setup = distribute.configure(strategy, precision=precision,
+                                         per_replica_batch_size=args.batch_size)
+            for kind in args.kinds:
+                keras.backend.clear_session()
+                model, dataset = build(kind, args, setup)
+                start = time.perf_counter()
+                model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1,
+                          verbose=0)
+                warmup = time.perf_counter() - start
+                start = time.perf_counter()
+                model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=1)
+                seconds = time.perf_counter() - start
+                images = args.steps * setup.global_batch_size
+                rows.append({
+                    "measure": f"train step {kind}", "precision": setup.precision,
+                    "replicas": setup.replicas, "images_per_s": images / seconds,
+                    "images": images, "warmup_s": warmup,
+                })
+                print(rows[-1], flush=True)
+    keras.mixed_precision.set_dtype_policy("float32")
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    load_before = os.getloadavg()
+    rows = [] if args.skip_pipeline else pipeline_rows(args)
+    rows += step_rows(args)
+    devices = [d.device_type for d in tf.config.list_physical_devices()]
+    context = {
+        "started_utc": started, "image_size": args.image_size,
+        "batch_per_replica": args.batch_size, "steps": args.steps,
+        "student_width": args.student_width, "classes": args.classes,
+        "devices": devices, "cpu_count": os.cpu_count(),
+        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "platform": platform.platform(), "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+    out = Path(args.out_dir)
+    reports.write_json(out / "throughput.json", {"context": context, "rows": rows})
+    table = reports.markdown_table(rows, digits=1)
+    (out / "throughput.md").write_text(f"{context}\n\n{table}")
+    print(context)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()
