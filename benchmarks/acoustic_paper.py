@@ -83,7 +83,7 @@ def run(
     splits=("speaker", "standard"),
     *,
     quick: bool = False,
-    out: str | os.PathLike = ROOT / "benchmarks" / "runs" / "acoustic",
+    out: str | os.PathLike = ROOT / "benchmarks" / "runs" / "acoustic-val",
     data_dir: str | None = None,
 ) -> dict:
     """Runs the experiment on each split; returns `{split: summary}`.
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run (< 1 minute)")
     parser.add_argument("--splits", default="speaker,standard", help="comma-separated FSDD splits")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "acoustic"))
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "runs" / "acoustic-val"))
     parser.add_argument("--data-dir", default=None, help="data root (default: $KERAS_KD_DATA_DIR)")
     args = parser.parse_args(argv)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())

@@ -25,7 +25,7 @@ def example():
 
 def test_summary_ratios_are_hand_computed(example):
     records = {
-        "member-00": {"test_frame_accuracy": 0.60},
+        "member-00": {"test_frame_accuracy": 0.60, "wer": 0.1},
         "ensemble": {"test_frame_accuracy": 0.64},
         "distilled-T2": {"test_frame_accuracy": 0.63, "temperature": 2.0},
         "distilled-T5": {"test_frame_accuracy": 0.59, "temperature": 5.0},
@@ -38,9 +38,64 @@ def test_summary_ratios_are_hand_computed(example):
     assert summary["gain_recovered"]["2"] == pytest.approx(0.75)
     assert summary["gain_recovered"]["5"] == pytest.approx(-0.25)
     assert summary["gap_closed"] == pytest.approx({"2": 0.75, "5": 0.25})
-    records["ensemble"]["mean_member_test_frame_accuracy"] = 0.62
-    assert example.summarise(records)["gain_recovered_vs_mean_member"]["2"] == pytest.approx(0.5)
+    # Without validation scores nothing is chosen, and one member gives no mean.
+    assert "chosen_temperature" not in summary and "members" not in summary
+    records["member-01"] = {"test_frame_accuracy": 0.64, "wer": 0.3}
+    summary = example.summarise(records)
+    assert summary["members"]["test_frame_accuracy_mean"] == pytest.approx(0.62)
+    assert summary["members"]["test_frame_accuracy_std"] == pytest.approx(0.04 / 2**0.5)
+    assert summary["members"]["wer_mean"] == pytest.approx(0.2)
+    assert summary["gain_recovered_vs_mean_member"]["2"] == pytest.approx(0.5)
+    # (0.55 - 0.40) / (0.62 - 0.40)
+    assert summary["gap_closed_vs_mean_member"]["2"] == pytest.approx(0.15 / 0.22)
     assert example.summarise({"member-00": {"test_frame_accuracy": 0.6}}) == {}
+
+
+def test_temperature_is_chosen_on_validation_not_test(example):
+    records = {
+        "member-00": {"test_frame_accuracy": 0.60, "wer": 0.1},
+        "member-01": {"test_frame_accuracy": 0.64, "wer": 0.1},
+        "ensemble": {"test_frame_accuracy": 0.64},
+        # T=2 is best on test, T=5 on validation: T=5 must be chosen.
+        "distilled-T2": {"test_frame_accuracy": 0.63, "temperature": 2.0,
+                         "validation_frame_accuracy": 0.50},
+        "distilled-T5": {"test_frame_accuracy": 0.59, "temperature": 5.0,
+                         "validation_frame_accuracy": 0.52},
+        # A tie on validation goes to the lower temperature.
+        "distilled-T10": {"test_frame_accuracy": 0.70, "temperature": 10.0,
+                          "validation_frame_accuracy": 0.52},
+        "fraction-hard": {"test_frame_accuracy": 0.40},
+        "fraction-soft-T2": {"test_frame_accuracy": 0.55, "temperature": 2.0,
+                             "validation_frame_accuracy": 0.45},
+        "fraction-soft-T5": {"test_frame_accuracy": 0.45, "temperature": 5.0,
+                             "validation_frame_accuracy": 0.41},
+    }
+    for name in ("member-00", "member-01", "ensemble", "fraction-hard"):
+        records[name].update(system=name, wer=0.1, train_frame_accuracy=0.9)
+    for name, record in records.items():
+        if "temperature" in record:
+            record.update(system=f"{name} system", wer=0.1, train_frame_accuracy=0.9)
+    summary = example.summarise(records)
+    assert summary["chosen_temperature"] == {"distilled": "5", "fraction": "2"}
+    assert summary["at_chosen"]["gain_recovered"] == pytest.approx(-0.25)
+    assert summary["at_chosen"]["gain_recovered_vs_mean_member"] == pytest.approx(-1.5)
+    assert summary["at_chosen"]["gap_closed"] == pytest.approx(0.75)
+    tables = example.format_tables(records, summary)
+    assert "distilled-T5 system [chosen on validation]" in tables
+    assert "distilled-T2 system [chosen on validation]" not in tables
+    assert "fraction-soft-T2 system [chosen on validation]" in tables
+    assert "T=5. Share of the ensemble's test gain recovered at T=5: -25%, target >= 80% missed by 105 points" in tables
+    assert "closed at T=2: 75%, target >= 70% met" in tables
+    assert "Baseline, mean of 2 seeds (the ensemble's members) | 62.0% (sd 2.8)" in tables
+
+
+def test_validation_defaults_follow_the_split(example):
+    settings = example.Settings(split="speaker")
+    assert example.resolve_validation(settings) == "speaker"
+    assert example.resolve_validation(example.Settings(split="standard")) == "takes"
+    assert example.resolve_validation(example.Settings(validation="none")) == "none"
+    parsed = example.parse_args(["--validation", "takes", "--validation-speakers", "a,b"])
+    assert parsed.validation == "takes" and parsed.validation_speakers == ("a", "b")
 
 
 def test_arguments_are_parsed_and_checked(example, capsys):
@@ -75,9 +130,14 @@ def test_quick_benchmark_runs_every_part_and_resumes(data_dir, tmp_path, capsys)
     for name in expected:
         assert 0.0 <= records[name]["test_frame_accuracy"] <= 1.0
         assert 0.0 <= records[name]["wer"] <= 1.0
-    # Takes 0-7 of 6 speakers; the held-out speaker is theo.
+    # Takes 0-7 of 6 speakers; theo is the test speaker, george the validation one.
     assert summary["frames"]["test_utterances"] == 80
-    assert summary["frames"]["train_utterances"] == 400
+    assert summary["frames"]["validation_utterances"] == 80
+    assert summary["frames"]["train_utterances"] == 320
+    assert summary["validation"] == "speaker"
+    for name in expected - {"ensemble"}:
+        assert 0.0 <= records[name]["validation_frame_accuracy"] <= 1.0
+    assert summary["chosen_temperature"] == {"distilled": "2", "fraction": "2"}
     assert summary["frames"]["fraction"] == round(0.1 * summary["frames"]["train"])
     assert records["fraction-soft-T2"]["frames"] == summary["frames"]["fraction"]
     assert set(summary["gain_recovered"]) == {"2"} and set(summary["gap_closed"]) == {"2"}
@@ -91,3 +151,11 @@ def test_quick_benchmark_runs_every_part_and_resumes(data_dir, tmp_path, capsys)
     assert "] training" not in capsys.readouterr().out  # every model was loaded
     again = json.loads((out / "results.json").read_text())
     assert again["distilled-T2"]["train_seconds"] == trained_seconds
+    # The same folder with other data settings is refused, not silently reused.
+    example = sys.modules["distill_acoustic"]
+    settings = example.Settings(
+        data_dir=str(data_dir), out=str(out), split="speaker", validation="takes",
+        **bench.QUICK,
+    )
+    with pytest.raises(ValueError, match=r"other data settings \(\['validation'\]\)"):
+        example.run(settings)

@@ -149,6 +149,24 @@ def test_parse_and_split_recordings():
         fsdd.split_recordings(recordings, "random")
 
 
+def test_validation_is_carved_from_training_recordings_only():
+    recordings = [fsdd.Recording(d, s, t) for s in ("a", "b", "c") for d in (0, 1) for t in (0, 4, 5, 9, 10, 49)]
+    train, test = fsdd.split_recordings(recordings, "standard")
+    rest, held = fsdd.validation_split(train, "takes")
+    assert {r.take for r in held} == {5, 9} and {r.take for r in rest} == {10, 49}
+    assert len(held) == 12 and len(rest) == 12 and not set(held) & set(test)
+    train, test = fsdd.split_recordings(recordings, "speaker", test_speakers=("c",))
+    rest, held = fsdd.validation_split(train, "speaker", validation_speakers=("a",))
+    assert {r.speaker for r in held} == {"a"} and {r.speaker for r in rest} == {"b"}
+    assert fsdd.validation_split(train, "none") == (train, [])
+    with pytest.raises(ValueError, match="'c'"):  # the test speaker is no training speaker
+        fsdd.validation_split(train, "speaker", validation_speakers=("c",))
+    with pytest.raises(ValueError, match="no training recordings"):
+        fsdd.validation_split([fsdd.Recording(0, "a", 5)], "takes")
+    with pytest.raises(ValueError, match="`validation`"):
+        fsdd.validation_split(train, "random")
+
+
 # ---------------------------------------------------------- labels and scores
 
 
@@ -179,6 +197,14 @@ def test_global_and_per_speaker_normalisation_are_hand_computed():
     np.testing.assert_allclose(test.features[:, 0], [3.0], atol=1e-3)
     with pytest.raises(ValueError, match="normalisation"):
         fsdd.normalise(train, test, "per-utterance")
+    # A validation set is normalised like the test set: by training statistics for
+    # a training speaker, by its own frames for a held-out speaker (d: mean 3, std 1).
+    train = _frames([[1.0], [3.0]], ["a"], [0, 0])
+    test = _frames([[4.0]], ["a"], [0])
+    validation = _frames([[2.0], [2.0], [4.0]], ["a", "d"], [0, 1, 1])
+    fsdd.normalise(train, test, "speaker", validation=validation)
+    np.testing.assert_allclose(validation.features[:, 0], [0, -1, 1], atol=1e-3)
+    np.testing.assert_allclose(test.features[:, 0], [2], atol=1e-3)
 
 
 def test_windows_do_not_cross_utterance_boundaries():
@@ -238,6 +264,16 @@ def test_load_fsdd_from_tiny_folder_labels_frames_and_uses_the_cache(tmp_path, m
     again = fsdd.load_fsdd(tmp_path, split="speaker", test_speakers=("bob",), cache_dir=cache)
     assert {r.speaker for r in again.test.recordings} == {"bob"}
     assert len(again.test) == 4 * per_utterance
+    assert again.validation is None and again.config["validation"] == "none"
+    held = fsdd.load_fsdd(
+        tmp_path, split="standard", validation="speaker", validation_speakers=("ann",),
+        cache_dir=cache,
+    )
+    assert {(r.speaker, r.take) for r in held.validation.recordings} == {("ann", 5)}
+    assert {(r.speaker, r.take) for r in held.train.recordings} == {("bob", 5)}
+    assert len(held.validation) == 2 * per_utterance and held.config["validation"] == "speaker"
+    with pytest.raises(ValueError, match="no training recordings"):
+        fsdd.load_fsdd(tmp_path, split="standard", validation="takes", cache_dir=cache)
 
 
 def test_load_fsdd_errors_name_the_problem(tmp_path, monkeypatch):

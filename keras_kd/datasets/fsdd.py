@@ -38,6 +38,12 @@ TEST_TAKES = 5  # the usual split: takes 0-4 are the test set, 5-49 training
 DEFAULT_TEST_SPEAKERS = ("theo",)  # held out by the speaker split
 DEFAULT_SILENCE_DB = 30.0
 SPLITS = ("standard", "speaker")
+# Validation sets carved out of the training recordings (`validation_split`):
+# "takes" holds out takes 5-9 of every training speaker, "speaker" every take of
+# `validation_speakers`; "none" keeps no validation set.
+VALIDATION_TAKES = (5, 10)  # takes 5-9: the training takes next to the test takes
+DEFAULT_VALIDATION_SPEAKERS = ("george",)  # first training speaker, alphabetically
+VALIDATIONS = ("takes", "speaker", "none")
 NORMALISATIONS = ("global", "speaker", "none")
 SOURCES = ("files", "tfds")
 
@@ -271,6 +277,64 @@ def split_recordings(
     return train, test
 
 
+def validation_split(
+    train: Sequence[Recording],
+    validation: str = "takes",
+    validation_speakers: Sequence[str] = DEFAULT_VALIDATION_SPEAKERS,
+) -> tuple[list[Recording], list[Recording]]:
+    """Carves a validation set out of the training recordings only.
+
+    The test recordings are never looked at, so choices made on the validation
+    set (a temperature, say) leave the test set untouched.
+
+    Args:
+        train: The training recordings of a split (see `split_recordings`).
+        validation: `"takes"` (takes 5-9 of every training speaker, the same share
+            of each speaker and digit), `"speaker"` (every take of
+            `validation_speakers`, an unseen speaker like the speaker split's test
+            set) or `"none"` (no validation set).
+        validation_speakers: The held-out speakers of `validation="speaker"`.
+
+    Returns:
+        `(train, validation)` lists, in the order of `train`.
+
+    Raises:
+        ValueError: for an unknown `validation`, validation speakers not among the
+            training speakers, or a split that leaves no training recordings.
+
+    Example:
+
+    >>> rest, held = validation_split([Recording(1, "a", 5), Recording(1, "a", 10)])
+    >>> [r.take for r in held]
+    [5]
+    """
+    if validation == "none":
+        return list(train), []
+    if validation == "takes":
+        low, high = VALIDATION_TAKES
+        is_held = [low <= r.take < high for r in train]
+    elif validation == "speaker":
+        speakers = {r.speaker for r in train}
+        missing = sorted(set(validation_speakers) - speakers)
+        if missing or not validation_speakers:
+            raise ValueError(
+                f"`validation_speakers` {list(validation_speakers)!r} must name "
+                f"training speakers; {missing or 'none given'} not among "
+                f"{sorted(speakers)}."
+            )
+        is_held = [r.speaker in set(validation_speakers) for r in train]
+    else:
+        raise ValueError(f"`validation` must be one of {VALIDATIONS}, got {validation!r}.")
+    rest = [r for r, h in zip(train, is_held, strict=True) if not h]
+    held = [r for r, h in zip(train, is_held, strict=True) if h]
+    if not rest:
+        raise ValueError(
+            f"validation={validation!r} leaves no training recordings; choose another "
+            "validation set."
+        )
+    return rest, held
+
+
 def frame_labels(
     energy_db: np.ndarray, digit: int, silence_db: float = DEFAULT_SILENCE_DB
 ) -> np.ndarray:
@@ -373,6 +437,8 @@ class FsddFrames:
             (with `mean`, what a `keras.layers.Normalization` in an exported model
             needs for `normalisation="global"`).
         config: The options the frames were made with.
+        validation: Validation `FrameSet` carved from the training recordings
+            (`validation_split`), or `None`.
     """
 
     train: FrameSet
@@ -380,6 +446,7 @@ class FsddFrames:
     mean: np.ndarray
     variance: np.ndarray
     config: dict
+    validation: FrameSet | None = None
 
 
 def _tfds_recordings(data_dir) -> list[tuple[Recording, np.ndarray]]:
@@ -505,18 +572,22 @@ def _moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(variance, 1e-8).astype(np.float32)
 
 
-def normalise(train: FrameSet, test: FrameSet, normalisation: str) -> None:
-    """Normalises the features of `train` and `test` in place to zero mean, unit variance.
+def normalise(
+    train: FrameSet, test: FrameSet, normalisation: str, validation: FrameSet | None = None
+) -> None:
+    """Normalises the features of the sets in place to zero mean, unit variance.
 
     `"global"` uses the mean and variance of all training frames. `"speaker"`
     uses each speaker's own statistics: from that speaker's training frames when
-    there are any, else (a held-out speaker) from the speaker's test frames, which
-    needs their audio but no labels. `"none"` leaves the features as they are.
+    there are any, else (a held-out speaker) from the speaker's own held-out
+    (test or validation) frames, which needs their audio but no labels. `"none"`
+    leaves the features as they are.
 
     Args:
         train: Training frames.
         test: Test frames.
         normalisation: `"global"`, `"speaker"` or `"none"`.
+        validation: Validation frames, normalised like the test frames; optional.
 
     Raises:
         ValueError: for another `normalisation`.
@@ -531,9 +602,10 @@ def normalise(train: FrameSet, test: FrameSet, normalisation: str) -> None:
         )
     if normalisation == "none":
         return
+    held = [test] + ([validation] if validation is not None else [])
     if normalisation == "global":
         mean, variance = _moments(train.features)
-        for frames in (train, test):
+        for frames in (train, *held):
             frames.features = (frames.features - mean) / np.sqrt(variance)
         return
 
@@ -541,14 +613,17 @@ def normalise(train: FrameSet, test: FrameSet, normalisation: str) -> None:
         names = np.array([r.speaker for r in frames.recordings])
         return names[frames.utterance] if len(frames) else names
 
-    train_speakers, test_speakers = speaker_of_frames(train), speaker_of_frames(test)
+    train_speakers = speaker_of_frames(train)
+    held_speakers = [speaker_of_frames(frames) for frames in held]
     stats = {}
-    for speaker in np.unique(np.concatenate([train_speakers, test_speakers])):
+    for speaker in np.unique(np.concatenate([train_speakers, *held_speakers])):
         source = train.features[train_speakers == speaker]
         if not len(source):
-            source = test.features[test_speakers == speaker]
+            source = np.concatenate(
+                [f.features[s == speaker] for f, s in zip(held, held_speakers, strict=True)]
+            )
         stats[speaker] = _moments(source)
-    for frames, speakers in ((train, train_speakers), (test, test_speakers)):
+    for frames, speakers in ((train, train_speakers), *zip(held, held_speakers, strict=True)):
         for speaker, (mean, variance) in stats.items():
             rows = speakers == speaker
             frames.features[rows] = (frames.features[rows] - mean) / np.sqrt(variance)
@@ -565,6 +640,8 @@ def load_fsdd(
     cache_dir: str | os.PathLike | None = None,
     source: str = "files",
     select: Callable[[Recording], bool] | None = None,
+    validation: str = "none",
+    validation_speakers: Sequence[str] = DEFAULT_VALIDATION_SPEAKERS,
 ) -> FsddFrames:
     """FSDD as labelled, normalised log-mel frames of a training and a test set.
 
@@ -583,9 +660,15 @@ def load_fsdd(
         source: `"files"` (WAV files in the data folder) or `"tfds"`.
         select: Keeps only the recordings for which it returns True (for small
             runs).
+        validation: `"none"` (default), `"takes"` or `"speaker"`: a validation
+            set carved out of the training recordings (see `validation_split`);
+            the training set is what remains.
+        validation_speakers: Held-out training speakers of
+            `validation="speaker"`.
 
     Returns:
-        An `FsddFrames` with `train` and `test` frame sets.
+        An `FsddFrames` with `train` and `test` frame sets, and `validation`
+        unless `validation="none"`.
 
     Raises:
         FileNotFoundError: when the data cannot be found (or, for tfds, loaded).
@@ -603,6 +686,8 @@ def load_fsdd(
         raise ValueError(
             f"`normalisation` must be one of {NORMALISATIONS}, got {normalisation!r}."
         )
+    if validation not in VALIDATIONS:
+        raise ValueError(f"`validation` must be one of {VALIDATIONS}, got {validation!r}.")
     frontend = frontend or LogMelSpectrogram(sample_rate=SAMPLE_RATE)
     if source == "files":
         recordings = list_recordings(data_dir)
@@ -623,18 +708,26 @@ def load_fsdd(
 
     features, energies = extract_features(recordings, load_waveform, frontend, cache_dir)
     by_name = {r.name: i for i, r in enumerate(recordings)}
-    sets = []
-    for part in split_recordings(recordings, split, test_speakers):
+    train_recordings, test_recordings = split_recordings(recordings, split, test_speakers)
+    train_recordings, validation_recordings = validation_split(
+        train_recordings, validation, validation_speakers
+    )
+
+    def frame_set(part):
         index = [by_name[r.name] for r in part]
-        sets.append(
-            _frame_set(part, [features[i] for i in index], [energies[i] for i in index], silence_db)
+        return _frame_set(
+            part, [features[i] for i in index], [energies[i] for i in index], silence_db
         )
-    train, test = sets
+
+    train, test = frame_set(train_recordings), frame_set(test_recordings)
+    held = frame_set(validation_recordings) if validation != "none" else None
     mean, variance = _moments(train.features)
-    normalise(train, test, normalisation)
+    normalise(train, test, normalisation, validation=held)
     config = {
         "split": split,
         "test_speakers": list(test_speakers) if split == "speaker" else [],
+        "validation": validation,
+        "validation_speakers": list(validation_speakers) if validation == "speaker" else [],
         "normalisation": normalisation,
         "silence_db": float(silence_db),
         "source": source,
@@ -642,7 +735,7 @@ def load_fsdd(
             k: v for k, v in frontend.get_config().items() if k not in ("name", "trainable", "dtype")
         },
     }
-    return FsddFrames(train, test, mean, variance, config)
+    return FsddFrames(train, test, mean, variance, config, validation=held)
 
 
 def utterance_scores(
