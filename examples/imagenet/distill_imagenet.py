@@ -34,6 +34,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 import keras_kd  # noqa: E402
 from keras_kd import distribute, reports, training  # noqa: E402
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     system.add_argument("--precision", choices=distribute.PRECISIONS,
                         default="float32")
     system.add_argument("--xla", action="store_true", help="jit_compile the steps")
+    system.add_argument("--deterministic", action="store_true",
+                        help="TensorFlow's enable_op_determinism (bitwise repeatable "
+                        "GPU runs and resumes; slower)")
     system.add_argument("--out-dir", default="runs/imagenet",
                         help="results, logs, weights and backups (rerun the same "
                         "command to resume)")
@@ -349,6 +353,10 @@ def _run(args, setup) -> list[dict]:
         f"{args.warmup_epochs} warm-up epoch(s), label smoothing off, "
         f"T={args.temperature}, alpha={args.alpha}")
     keras.utils.set_random_seed(args.seed)
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    say(f"[imagenet] seed {args.seed}, op determinism "
+        f"{'on' if args.deterministic else 'off'}")
     train_counter = imagenet.DecodeCounter()
     val_counter = imagenet.DecodeCounter()
     val = imagenet.eval_dataset(data, image_size=args.image_size,
