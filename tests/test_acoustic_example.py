@@ -89,6 +89,39 @@ def test_temperature_is_chosen_on_validation_not_test(example):
     assert "Baseline, mean of 2 seeds (the ensemble's members) | 62.0% (sd 2.8)" in tables
 
 
+def test_repeats_are_averaged_before_choosing_and_ratios(example):
+    def rec(test, val, t=None, of=None):
+        r = {"test_frame_accuracy": test, "validation_frame_accuracy": val, "wer": 0.1,
+             "train_frame_accuracy": 0.9, "system": "s"}
+        if t is not None:
+            r["temperature"] = t
+        if of is not None:
+            r.update(repeat_of=of, repeat=1)
+        return r
+
+    records = {
+        "member-00": rec(0.60, 0.5), "member-01": rec(0.64, 0.5), "ensemble": rec(0.64, 0.5),
+        # Seed 0 alone would pick T=2 (0.50 > 0.49); the means pick T=5 (0.49 > 0.45).
+        "distilled-T2": rec(0.63, 0.50, 2.0), "distilled-T2-s1": rec(0.61, 0.40, 2.0, "distilled-T2"),
+        "distilled-T5": rec(0.62, 0.49, 5.0), "distilled-T5-s1": rec(0.60, 0.49, 5.0, "distilled-T5"),
+        "fraction-hard": rec(0.40, 0.3), "fraction-hard-s1": rec(0.44, 0.3, of="fraction-hard"),
+        "fraction-soft-T2": rec(0.55, 0.4, 2.0),
+        "fraction-soft-T2-s1": rec(0.53, 0.4, 2.0, "fraction-soft-T2"),
+    }
+    view = example.with_seed_means(records)
+    assert view["distilled-T2"]["seeds"] == 2 and "seeds" not in records["distilled-T2"]
+    assert view["distilled-T2"]["test_frame_accuracy_mean"] == pytest.approx(0.62)
+    summary = example.summarise(records)
+    assert summary["chosen_temperature"] == {"distilled": "5", "fraction": "2"}
+    assert summary["gain_recovered"] == pytest.approx({"2": 0.5, "5": 0.25})
+    # hard mean 0.42, soft mean 0.54, baseline 0.60: 0.12 / 0.18
+    assert summary["gap_closed"]["2"] == pytest.approx(2 / 3)
+    assert summary["seeds"] == {"distilled": {"2": 2, "5": 2}, "fraction": {"hard": 2, "2": 2}}
+    tables = example.format_tables(records, summary)
+    assert "Test / validation frame accuracy, mean over seeds" in tables
+    assert "62.0% / 45.0% (2 seeds)" in tables
+
+
 def test_validation_defaults_follow_the_split(example):
     settings = example.Settings(split="speaker")
     assert example.resolve_validation(settings) == "speaker"
@@ -96,6 +129,7 @@ def test_validation_defaults_follow_the_split(example):
     assert example.resolve_validation(example.Settings(validation="none")) == "none"
     parsed = example.parse_args(["--validation", "takes", "--validation-speakers", "a,b"])
     assert parsed.validation == "takes" and parsed.validation_speakers == ("a", "b")
+    assert example.parse_args(["--repeats", "3"]).repeats == 3
 
 
 def test_arguments_are_parsed_and_checked(example, capsys):

@@ -19,6 +19,10 @@ Parts (``--parts``, comma-separated, default all):
              same frames with soft targets from the full-data baseline, at each of
              ``--fraction-temperatures``
 
+With ``--repeats N`` every distilled and fraction model is trained N times from
+different seeds (``<name>-s1`` ...), and the ratios and the choice of temperature
+use the mean over the seeds.
+
 Model selection: a validation set is carved out of the training recordings
 (``--validation``; by default takes 5-9 of every speaker on the standard split, and
 the training speaker ``george`` on the speaker split). Every model trains on the
@@ -97,6 +101,7 @@ class Settings:
     fraction_epochs: int = 100
     fraction_temperatures: tuple[float, ...] = (2.0,)
     fraction_alpha: float = 1.0
+    repeats: int = 1
     max_takes: int | None = None
     seed: int = 0
     verbose: int = 1
@@ -354,56 +359,65 @@ class Experiment:
 
     def part_distilled(self):
         cache = self.ensemble_cache()
-        for temperature in self.settings.temperatures:
-            name = f"distilled-T{temperature:g}"
-            seed = self.settings.seed + 1000 + int(10 * temperature)
-            model = self._train(
-                name, seed,
-                self._fit_soft(
-                    cache, self.x_train, self.y_train, temperature=temperature,
-                    alpha=self.settings.alpha, epochs=self.settings.epochs, seed=seed,
-                ),
-            )
-            self._score(
-                name, f"Distilled single model (T={temperature:g})", model,
-                temperature=temperature, alpha=self.settings.alpha,
-            )
+        for repeat in range(self.settings.repeats):
+            for temperature in self.settings.temperatures:
+                name = _repeat_name(f"distilled-T{temperature:g}", repeat)
+                seed = self.settings.seed + 1000 + int(10 * temperature) + REPEAT_SEED * repeat
+                model = self._train(
+                    name, seed,
+                    self._fit_soft(
+                        cache, self.x_train, self.y_train, temperature=temperature,
+                        alpha=self.settings.alpha, epochs=self.settings.epochs, seed=seed,
+                    ),
+                )
+                self._score(
+                    name, f"Distilled single model (T={temperature:g})", model,
+                    temperature=temperature, alpha=self.settings.alpha,
+                    **_repeat_fields(f"distilled-T{temperature:g}", repeat),
+                )
 
     def part_fraction(self):
         baseline = self.member(0)
         rows = self.fraction_rows
         x_small, y_small = self.x_train[rows], self.y_train[rows]
         percent = f"{100 * self.settings.fraction:g}%"
-        seed = self.settings.seed + 2000
-        model = self._train(
-            "fraction-hard", seed,
-            self._fit_hard(x_small, y_small, self.settings.fraction_epochs),
-        )
-        self._score(
-            "fraction-hard", f"Baseline ({percent} of training set, hard targets)",
-            model, train_rows=rows, frames=int(len(rows)),
-        )
-        cache = build_teacher_cache(
-            baseline, x_small, self.out / "cache-fraction",
-            batch_size=4096, verbose=bool(self.settings.verbose),
-        )
-        for temperature in self.settings.fraction_temperatures:
-            name = f"fraction-soft-T{temperature:g}"
+        cache = None
+        for repeat in range(self.settings.repeats):
+            # The 3% subset stays the same; the repeats differ in initialisation
+            # and data order.
+            seed = self.settings.seed + 2000 + REPEAT_SEED * repeat
+            name = _repeat_name("fraction-hard", repeat)
             model = self._train(
-                name, seed,
-                self._fit_soft(
-                    cache, x_small, y_small, temperature=temperature,
-                    alpha=self.settings.fraction_alpha,
-                    epochs=self.settings.fraction_epochs, seed=seed,
-                ),
+                name, seed, self._fit_hard(x_small, y_small, self.settings.fraction_epochs),
             )
             self._score(
-                name,
-                f"Soft targets ({percent} of training set, from the full-data "
-                f"baseline, T={temperature:g})",
+                name, f"Baseline ({percent} of training set, hard targets)",
                 model, train_rows=rows, frames=int(len(rows)),
-                temperature=temperature, alpha=self.settings.fraction_alpha,
+                **_repeat_fields("fraction-hard", repeat),
             )
+            if cache is None:
+                cache = build_teacher_cache(
+                    baseline, x_small, self.out / "cache-fraction",
+                    batch_size=4096, verbose=bool(self.settings.verbose),
+                )
+            for temperature in self.settings.fraction_temperatures:
+                name = _repeat_name(f"fraction-soft-T{temperature:g}", repeat)
+                model = self._train(
+                    name, seed,
+                    self._fit_soft(
+                        cache, x_small, y_small, temperature=temperature,
+                        alpha=self.settings.fraction_alpha,
+                        epochs=self.settings.fraction_epochs, seed=seed,
+                    ),
+                )
+                self._score(
+                    name,
+                    f"Soft targets ({percent} of training set, from the full-data "
+                    f"baseline, T={temperature:g})",
+                    model, train_rows=rows, frames=int(len(rows)),
+                    temperature=temperature, alpha=self.settings.fraction_alpha,
+                    **_repeat_fields(f"fraction-soft-T{temperature:g}", repeat),
+                )
 
     # --------------------------------------------------------------- tables
 
@@ -428,13 +442,57 @@ class Experiment:
         return summary
 
 
+REPEAT_SEED = 7919  # seed offset between repeats of a model
+
+
+def _repeat_name(name: str, repeat: int) -> str:
+    """`name` for repeat 0, `name-s<repeat>` for the further seeds."""
+    return name if repeat == 0 else f"{name}-s{repeat}"
+
+
+def _repeat_fields(name: str, repeat: int) -> dict:
+    return {} if repeat == 0 else {"repeat_of": name, "repeat": repeat}
+
+
 def _by_temperature(records: dict, prefix: str) -> list[dict]:
-    """The scored records whose name starts with `prefix`, by rising temperature."""
+    """The scored first-seed records whose name starts with `prefix`, by temperature."""
     chosen = [
         record for name, record in records.items()
         if name.startswith(prefix) and "test_frame_accuracy" in record
+        and "repeat_of" not in record
     ]
     return sorted(chosen, key=lambda record: record["temperature"])
+
+
+def with_seed_means(records: dict) -> dict:
+    """A copy of `records` where each repeated model has the mean over its seeds.
+
+    Records of further seeds carry `repeat_of` (the first seed's name). The first
+    seed's record gains `seeds` (how many), `test_frame_accuracy_mean`,
+    `validation_frame_accuracy_mean` and `wer_mean`; models without repeats get
+    the same fields from their one seed.
+
+    Args:
+        records: `results.json` content.
+
+    Returns:
+        A new dict (the records are copied, not changed).
+    """
+    view = {name: dict(record) for name, record in records.items()}
+    groups: dict = {}
+    for name, record in view.items():
+        if "test_frame_accuracy" in record:
+            groups.setdefault(record.get("repeat_of", name), []).append(record)
+    for name, group in groups.items():
+        if name not in view:
+            continue
+        first = view[name]
+        first["seeds"] = len(group)
+        for key in ("test_frame_accuracy", "validation_frame_accuracy", "wer"):
+            values = [r[key] for r in group if key in r]
+            if len(values) == len(group):
+                first[f"{key}_mean"] = float(np.mean(values))
+    return view
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -452,12 +510,12 @@ def _members(records: dict) -> list[dict]:
 def _choose(chosen: list[dict]) -> str | None:
     """The temperature (as `"%g"`) with the best validation frame accuracy.
 
-    Ties go to the lower temperature; `None` when no record has a validation score.
+    The accuracy is the mean over the model's seeds (see `with_seed_means`). Ties go to the lower temperature; `None` when no record has a validation score.
     """
-    scored = [r for r in chosen if "validation_frame_accuracy" in r]
+    scored = [r for r in chosen if "validation_frame_accuracy_mean" in r]
     if not scored:
         return None
-    best = max(scored, key=lambda r: (r["validation_frame_accuracy"], -r["temperature"]))
+    best = max(scored, key=lambda r: (r["validation_frame_accuracy_mean"], -r["temperature"]))
     return f"{best['temperature']:g}"
 
 
@@ -486,6 +544,7 @@ def summarise(records: dict) -> dict:
         members' scores), `chosen_temperature` and `at_chosen` (only the parts
         that ran).
     """
+    records = with_seed_means(records)
     summary: dict = {}
     chosen: dict = {}
     at_chosen: dict = {}
@@ -508,7 +567,8 @@ def summarise(records: dict) -> dict:
     if base is not None and ensemble is not None:
         summary["ensemble_gain"] = ensemble - base
         ordered = _by_temperature(records, "distilled-")
-        distilled = {f"{r['temperature']:g}": r["test_frame_accuracy"] for r in ordered}
+        distilled = {f"{r['temperature']:g}": r["test_frame_accuracy_mean"] for r in ordered}
+        summary["seeds"] = {"distilled": {f"{r['temperature']:g}": r["seeds"] for r in ordered}}
         summary["gain_recovered"] = {
             t: _ratio(accuracy - base, ensemble - base) for t, accuracy in distilled.items()
         }
@@ -525,10 +585,14 @@ def summarise(records: dict) -> dict:
                 at_chosen["gain_recovered_vs_mean_member"] = (
                     summary["gain_recovered_vs_mean_member"][t]
                 )
-    hard = records.get("fraction-hard", {}).get("test_frame_accuracy")
+    hard = records.get("fraction-hard", {}).get("test_frame_accuracy_mean")
     ordered = _by_temperature(records, "fraction-soft-")
-    soft = {f"{r['temperature']:g}": r["test_frame_accuracy"] for r in ordered}
+    soft = {f"{r['temperature']:g}": r["test_frame_accuracy_mean"] for r in ordered}
     if base is not None and hard is not None and soft:
+        summary.setdefault("seeds", {})["fraction"] = {
+            "hard": records["fraction-hard"]["seeds"],
+            **{f"{r['temperature']:g}": r["seeds"] for r in ordered},
+        }
         summary["gap_closed"] = {
             t: _ratio(accuracy - hard, base - hard) for t, accuracy in soft.items()
         }
@@ -577,13 +641,35 @@ def format_tables(records: dict, summary: dict) -> str:
     Returns:
         Markdown text.
     """
+    records = with_seed_means(records)
     lines = []
     chosen = summary.get("chosen_temperature", {})
     at_chosen = summary.get("at_chosen", {})
     members = summary.get("members")
+    repeated = any(r.get("seeds", 1) > 1 for r in records.values())
+    mean_column = "Test / validation frame accuracy, mean over seeds"
+    note = " (from the means over seeds)" if repeated else ""
+    test_note = "test, means over seeds" if repeated else "test"
 
     def val(r):
         return _percent(r["validation_frame_accuracy"]) if "validation_frame_accuracy" in r else "-"
+
+    def seed_mean(r):
+        validation = r.get("validation_frame_accuracy_mean")
+        return (
+            f"{_percent(r['test_frame_accuracy_mean'])} / "
+            f"{'-' if validation is None else _percent(validation)} ({r['seeds']} seeds)"
+        )
+
+    def with_mean(row, r, after):
+        if not repeated:
+            return row
+        out = {}
+        for key, value in row.items():
+            out[key] = value
+            if key == after:
+                out[mean_column] = seed_mean(r) if r is not None else "-"
+        return out
 
     def marked(r, part):
         if "temperature" in r and chosen.get(part) == f"{r['temperature']:g}":
@@ -599,18 +685,18 @@ def format_tables(records: dict, summary: dict) -> str:
         rows.append((marked(record, "distilled"), record, PAPER_TABLE1["distilled"]))
     if rows:
         table = [
-            {
+            with_mean({
                 "System": system,
                 "Test frame accuracy": _percent(r["test_frame_accuracy"]),
                 "WER": _percent(r["wer"]),
                 "Validation frame accuracy": val(r),
                 "Train frame accuracy": _percent(r["train_frame_accuracy"]),
                 "Paper (frame acc / WER)": " / ".join(paper),
-            }
+            }, r if "temperature" in r else None, "Validation frame accuracy")
             for system, r, paper in rows
         ]
         if members:
-            table.insert(1, {
+            table.insert(1, with_mean({
                 "System": f"Baseline, mean of {members['count']} seeds (the ensemble's members)",
                 "Test frame accuracy": (
                     f"{_percent(members['test_frame_accuracy_mean'])} "
@@ -625,14 +711,14 @@ def format_tables(records: dict, summary: dict) -> str:
                     float(np.mean([m["train_frame_accuracy"] for m in _members(records)]))
                 ),
                 "Paper (frame acc / WER)": " / ".join(PAPER_TABLE1["baseline"]),
-            })
+            }, None, "Validation frame accuracy"))
         lines += ["Table 1 (frame classification, word error rate by summed frame log-probabilities)", ""]
         lines.append(reports.markdown_table(table))
         if "distilled" in chosen:
             t = chosen["distilled"]
             text = (
-                f"Temperature chosen by validation frame accuracy: T={t}. Share of the "
-                f"ensemble's test gain recovered at T={t}: "
+                f"Temperature chosen by validation frame accuracy{note}: T={t}. Share "
+                f"of the ensemble's test gain recovered at T={t}{note}: "
                 f"{_verdict(at_chosen['gain_recovered'], 0.8)} against the baseline net "
                 f"(member 0)"
             )
@@ -646,7 +732,7 @@ def format_tables(records: dict, summary: dict) -> str:
             lines.append(
                 f"Ensemble gain over the baseline net: {100 * summary['ensemble_gain']:.2f} "
                 f"points of test frame accuracy; share recovered at every temperature "
-                f"(test): {_ratios(summary['gain_recovered'], chosen.get('distilled'))}.\n"
+                f"({test_note}): {_ratios(summary['gain_recovered'], chosen.get('distilled'))}.\n"
             )
         if summary.get("gain_recovered_vs_mean_member"):
             lines.append(
@@ -669,7 +755,7 @@ def format_tables(records: dict, summary: dict) -> str:
         ]
     if len(rows) > 1:
         table = [
-            {
+            with_mean({
                 "System & training set": system,
                 "Train frame accuracy (all training frames)": _percent(r["train_frame_accuracy"]),
                 "Train frame accuracy (own training frames)": _percent(
@@ -678,7 +764,7 @@ def format_tables(records: dict, summary: dict) -> str:
                 "Validation frame accuracy": val(r),
                 "Test frame accuracy": _percent(r["test_frame_accuracy"]),
                 "Paper (train / test)": " / ".join(paper),
-            }
+            }, r if r is not records.get("member-00") else None, "Test frame accuracy")
             for system, r, paper in rows
         ]
         lines += ["", "Table 5 (soft targets as a regulariser)", ""]
@@ -686,9 +772,9 @@ def format_tables(records: dict, summary: dict) -> str:
         if "fraction" in chosen:
             t = chosen["fraction"]
             text = (
-                f"Temperature chosen by validation frame accuracy: T={t}. Share of the "
-                f"test gap between the hard-target fraction model and the full-data "
-                f"baseline closed at T={t}: {_verdict(at_chosen['gap_closed'], 0.7)} "
+                f"Temperature chosen by validation frame accuracy{note}: T={t}. Share "
+                f"of the test gap between the hard-target fraction model and the "
+                f"full-data baseline closed at T={t}{note}: {_verdict(at_chosen['gap_closed'], 0.7)} "
                 "with the baseline net (member 0) as the full-data figure"
             )
             if "gap_closed_vs_mean_member" in at_chosen:
@@ -699,7 +785,7 @@ def format_tables(records: dict, summary: dict) -> str:
             lines.append(text + " (paper: 87%).\n")
         if "gap_closed" in summary:
             lines.append(
-                "Share of the gap closed at every temperature (test): "
+                f"Share of the gap closed at every temperature ({test_note}): "
                 f"{_ratios(summary['gap_closed'], chosen.get('fraction'))}.\n"
             )
         if "gap_closed_vs_mean_member" in summary:
@@ -781,6 +867,7 @@ def parse_args(argv=None) -> Settings:
     add("--fraction-epochs", type=int, default=100)
     add("--fraction-temperatures", type=_numbers(float), default=(2.0,), help="temperatures of the soft targets on the fraction")
     add("--fraction-alpha", type=float, default=1.0, help="weight of the soft term on the fraction")
+    add("--repeats", type=int, default=1, help="seeds of every distilled and fraction model (ratios use their mean)")
     add("--max-takes", type=int, default=None, help="use only takes below this (small runs)")
     add("--seed", type=int, default=0)
     add("--verbose", type=int, default=1, help="Keras verbosity: 1 progress bar, 2 one line per epoch")
@@ -789,6 +876,8 @@ def parse_args(argv=None) -> Settings:
         parser.error(f"--fraction must be in (0, 1], got {args.fraction}")
     if args.members < 1:
         parser.error(f"--members must be >= 1, got {args.members}")
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     return Settings(
         data_dir=args.data_dir, out=args.out,
         parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
@@ -804,7 +893,7 @@ def parse_args(argv=None) -> Settings:
         members=args.members, temperatures=args.temperatures, alpha=args.alpha,
         fraction=args.fraction, fraction_epochs=args.fraction_epochs,
         fraction_temperatures=args.fraction_temperatures,
-        fraction_alpha=args.fraction_alpha, max_takes=args.max_takes,
+        fraction_alpha=args.fraction_alpha, repeats=args.repeats, max_takes=args.max_takes,
         seed=args.seed, verbose=args.verbose,
     )
 
