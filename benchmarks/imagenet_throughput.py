@@ -52,8 +52,11 @@ STEP_KINDS = ("student", "distill-online", "distill-cached")
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None,
-                        help="ImageNet-style folder; default $KERAS_KD_DATA_DIR")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="ImageNet-style folder; default $KERAS_KD_DATA_DIR",
+    )
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32, help="per replica")
     parser.add_argument("--pipeline-batches", type=int, default=20)
@@ -61,13 +64,19 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--student-width", type=float, default=1.0)
     parser.add_argument("--classes", type=int, default=1000)
-    parser.add_argument("--precisions", nargs="+", default=["float32"],
-                        choices=distribute.PRECISIONS)
-    parser.add_argument("--strategies", nargs="+", default=["default"],
-                        choices=("default", "mirrored"),
-                        help="'mirrored' uses every GPU (or every logical CPU)")
-    parser.add_argument("--kinds", nargs="+", default=list(STEP_KINDS),
-                        choices=STEP_KINDS)
+    parser.add_argument(
+        "--precisions", nargs="+", default=["float32"], choices=distribute.PRECISIONS
+    )
+    parser.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["default"],
+        choices=("default", "mirrored"),
+        help="'mirrored' uses every GPU (or every logical CPU)",
+    )
+    parser.add_argument(
+        "--kinds", nargs="+", default=list(STEP_KINDS), choices=STEP_KINDS
+    )
     parser.add_argument("--skip-pipeline", action="store_true")
     parser.add_argument("--out-dir", default="benchmarks/runs/imagenet_throughput")
     return parser.parse_args(argv)
@@ -82,13 +91,19 @@ def pipeline_rows(args):
         for split in ("train", "eval"):
             if split == "train":
                 dataset = imagenet.train_dataset(
-                    data, image_size=args.image_size, global_batch_size=args.batch_size,
-                    cache_bytes=cache_bytes)
+                    data,
+                    image_size=args.image_size,
+                    global_batch_size=args.batch_size,
+                    cache_bytes=cache_bytes,
+                )
             else:
                 # Caching cropped eval images helps only from the second pass.
                 dataset = imagenet.eval_dataset(
-                    data, image_size=args.image_size, batch_size=args.batch_size,
-                    cache_bytes=0).repeat()
+                    data,
+                    image_size=args.image_size,
+                    batch_size=args.batch_size,
+                    cache_bytes=0,
+                ).repeat()
                 if cached:
                     continue
             iterator = iter(dataset)
@@ -100,14 +115,19 @@ def pipeline_rows(args):
             seconds = time.perf_counter() - start
             cpu_seconds = time.process_time() - cpu_start
             images = args.pipeline_batches * args.batch_size
-            rows.append({
-                "measure": f"pipeline {split}"
-                + (" (encoded files in memory)" if cached else " (files from disk)"),
-                "precision": "-", "replicas": "-",
-                "images_per_s": images / seconds,
-                "images_per_cpu_s": images / cpu_seconds,
-                "images": images,
-            })
+            rows.append(
+                {
+                    "measure": f"pipeline {split}"
+                    + (
+                        " (encoded files in memory)" if cached else " (files from disk)"
+                    ),
+                    "precision": "-",
+                    "replicas": "-",
+                    "images_per_s": images / seconds,
+                    "images_per_cpu_s": images / cpu_seconds,
+                    "images": images,
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 
@@ -117,20 +137,26 @@ def build(kind, args, setup):
     shape = (args.image_size, args.image_size, 3)
 
     def application(constructor, **kwargs):
-        base = constructor(include_top=True, weights=None, input_shape=shape,
-                           classes=args.classes, classifier_activation=None,
-                           **kwargs)
+        base = constructor(
+            include_top=True,
+            weights=None,
+            input_shape=shape,
+            classes=args.classes,
+            classifier_activation=None,
+            **kwargs,
+        )
         return base
 
     with setup.strategy.scope():
-        student = application(keras.applications.MobileNetV2,
-                              alpha=args.student_width)
+        student = application(keras.applications.MobileNetV2, alpha=args.student_width)
         training.set_batchnorm_momentum(student, 0.99)
         optimizer = keras.optimizers.SGD(setup.learning_rate, momentum=0.9)
         if kind == "student":
             model = student
-            model.compile(optimizer=optimizer, loss=keras.losses.
-                          SparseCategoricalCrossentropy(from_logits=True))
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
         else:
             teacher = None
             if kind == "distill-online":
@@ -152,26 +178,33 @@ def step_rows(args):
     rows = []
     for strategy in args.strategies:
         for precision in args.precisions:
-            setup = distribute.configure(strategy, precision=precision,
-                                         per_replica_batch_size=args.batch_size)
+            setup = distribute.configure(
+                strategy, precision=precision, per_replica_batch_size=args.batch_size
+            )
             for kind in args.kinds:
                 keras.backend.clear_session()
                 model, dataset = build(kind, args, setup)
                 start = time.perf_counter()
-                model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1,
-                          verbose=0)
+                model.fit(
+                    dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0
+                )
                 warmup = time.perf_counter() - start
                 start, cpu_start = time.perf_counter(), time.process_time()
                 model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=1)
                 seconds = time.perf_counter() - start
                 cpu_seconds = time.process_time() - cpu_start
                 images = args.steps * setup.global_batch_size
-                rows.append({
-                    "measure": f"train step {kind}", "precision": setup.precision,
-                    "replicas": setup.replicas, "images_per_s": images / seconds,
-                    "images_per_cpu_s": images / cpu_seconds,
-                    "images": images, "warmup_s": warmup,
-                })
+                rows.append(
+                    {
+                        "measure": f"train step {kind}",
+                        "precision": setup.precision,
+                        "replicas": setup.replicas,
+                        "images_per_s": images / seconds,
+                        "images_per_cpu_s": images / cpu_seconds,
+                        "images": images,
+                        "warmup_s": warmup,
+                    }
+                )
                 print(rows[-1], flush=True)
     keras.mixed_precision.set_dtype_policy("float32")
     return rows
@@ -185,12 +218,18 @@ def main(argv=None):
     rows += step_rows(args)
     devices = [d.device_type for d in tf.config.list_physical_devices()]
     context = {
-        "started_utc": started, "image_size": args.image_size,
-        "batch_per_replica": args.batch_size, "steps": args.steps,
-        "student_width": args.student_width, "classes": args.classes,
-        "devices": devices, "cpu_count": os.cpu_count(),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
-        "platform": platform.platform(), "tensorflow": tf.__version__,
+        "started_utc": started,
+        "image_size": args.image_size,
+        "batch_per_replica": args.batch_size,
+        "steps": args.steps,
+        "student_width": args.student_width,
+        "classes": args.classes,
+        "devices": devices,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "platform": platform.platform(),
+        "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
     out = Path(args.out_dir)

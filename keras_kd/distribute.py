@@ -130,8 +130,15 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         return tf.distribute.MultiWorkerMirroredStrategy()
     if resolved == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+        if gpus:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        # Logical CPUs: reduce through one device. The default collective ops key
+        # their instances per strategy object, so a second CPU strategy in the
+        # same process can collide with the first one's pending collectives.
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(
+            devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
     return tf.distribute.get_strategy()
 
 
@@ -215,9 +222,7 @@ def set_precision(precision: str = "float32") -> str:
     'float32'
     """
     if precision not in PRECISIONS:
-        raise ValueError(
-            f"`precision` must be one of {PRECISIONS}, got {precision!r}."
-        )
+        raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}.")
     keras.mixed_precision.set_dtype_policy(precision)
     return keras.mixed_precision.dtype_policy().name
 

@@ -325,6 +325,8 @@ def fit_resumable(
             verbose=verbose,
         )
         for index, number in enumerate(history.epoch):
-            record = {name: float(values[index]) for name, values in history.history.items()}
+            record = {
+                name: float(values[index]) for name, values in history.history.items()
+            }
             records.append({"epoch": number + 1, **record})
     return records

@@ -12,8 +12,12 @@ CLASSES = ("n01440764", "n02102040", "n02979186")
 SIZES = ((23, 41), (40, 17), (9, 12), (31, 31), (50, 29))
 
 
-def write_image_folder(root: Path, train_per_class: int = 4, val_per_class: int = 2,
-                       corrupt: str | None = "val") -> dict:
+def write_image_folder(
+    root: Path,
+    train_per_class: int = 4,
+    val_per_class: int = 2,
+    corrupt: str | None = "val",
+) -> dict:
     """Writes `root/{train,val}/<wnid>/*.JPEG` (plus one `.png`) of random pixels.
 
     Each class has its own mean colour so that a model can learn something.
@@ -34,7 +38,9 @@ def write_image_folder(root: Path, train_per_class: int = 4, val_per_class: int 
                 pixels = rng.normal(60 + 70 * c, 30, size=(h, w, 3))
                 image = tf.constant(np.clip(pixels, 0, 255).astype(np.uint8))
                 if i == 1:
-                    (folder / f"{wnid}_{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+                    (folder / f"{wnid}_{i}.png").write_bytes(
+                        tf.io.encode_png(image).numpy()
+                    )
                 else:
                     (folder / f"{wnid}_{i}.JPEG").write_bytes(
                         tf.io.encode_jpeg(image, quality=90).numpy()

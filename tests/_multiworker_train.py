@@ -23,7 +23,9 @@ def main():
     args = parser.parse_args()
     # The strategy must exist before any other TensorFlow op runs.
     setup = distribute.configure(
-        "auto", per_replica_batch_size=args.per_replica_batch, base_lr=0.05,
+        "auto",
+        per_replica_batch_size=args.per_replica_batch,
+        base_lr=0.05,
         base_batch_size=8,
     )
     print(setup.describe(), flush=True)
@@ -38,8 +40,11 @@ def main():
 
     def dataset_fn(input_context):
         return imagenet.train_dataset(
-            data, image_size=12, global_batch_size=setup.global_batch_size,
-            seed=3, input_context=input_context,
+            data,
+            image_size=12,
+            global_batch_size=setup.global_batch_size,
+            seed=3,
+            input_context=input_context,
         )
 
     def tiny(width, name):

@@ -21,8 +21,9 @@ WORKER_SCRIPT = Path(__file__).with_name("_multiworker_train.py")
 
 
 def tf_config(workers, index=0):
-    return json.dumps({"cluster": {"worker": workers},
-                       "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+    )
 
 
 def test_auto_picks_multi_worker_from_tf_config_and_default_otherwise():
@@ -62,10 +63,15 @@ def test_batch_and_learning_rate_scale_linearly_with_replicas():
 
 def tiny_model(width, classes, name):
     return keras.Sequential(
-        [keras.Input((12, 12, 3)), keras.layers.Rescaling(1 / 255.0),
-         keras.layers.Conv2D(width, 3, activation="relu"),
-         keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(classes)],
-        name=name)
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Rescaling(1 / 255.0),
+            keras.layers.Conv2D(width, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(classes),
+        ],
+        name=name,
+    )
 
 
 def distil_a_few_steps(setup, data, steps=3):
@@ -73,15 +79,24 @@ def distil_a_few_steps(setup, data, steps=3):
     with setup.strategy.scope():
         student = tiny_model(4, data.num_classes, "student")
         distiller = keras_kd.Distiller(
-            student, tiny_model(6, data.num_classes, "teacher"), temperature=2.0,
-            alpha=0.7)
-        distiller.compile(optimizer=keras.optimizers.SGD(setup.learning_rate,
-                                                         momentum=0.9))
+            student,
+            tiny_model(6, data.num_classes, "teacher"),
+            temperature=2.0,
+            alpha=0.7,
+        )
+        distiller.compile(
+            optimizer=keras.optimizers.SGD(setup.learning_rate, momentum=0.9)
+        )
     train = distribute.distributed_dataset(
         setup.strategy,
         lambda context: imagenet.train_dataset(
-            data, image_size=12, global_batch_size=setup.global_batch_size, seed=3,
-            input_context=context))
+            data,
+            image_size=12,
+            global_batch_size=setup.global_batch_size,
+            seed=3,
+            input_context=context,
+        ),
+    )
     history = distiller.fit(train, epochs=1, steps_per_epoch=steps, verbose=0)
     return student.get_weights(), history.history
 
@@ -95,10 +110,12 @@ def folder(tmp_path_factory):
 
 def test_mirrored_on_two_cpus_equals_one_device_at_the_same_global_batch(folder):
     data = imagenet.load_imagenet(folder)
-    single = distribute.configure("default", per_replica_batch_size=8, base_lr=0.4,
-                                  base_batch_size=8)
-    mirrored = distribute.configure("mirrored", per_replica_batch_size=4,
-                                    base_lr=0.4, base_batch_size=8)
+    single = distribute.configure(
+        "default", per_replica_batch_size=8, base_lr=0.4, base_batch_size=8
+    )
+    mirrored = distribute.configure(
+        "mirrored", per_replica_batch_size=4, base_lr=0.4, base_batch_size=8
+    )
     assert single.learning_rate == mirrored.learning_rate == 0.4
     weights_1, logs_1 = distil_a_few_steps(single, data)
     weights_2, logs_2 = distil_a_few_steps(mirrored, data)
@@ -118,7 +135,8 @@ def float32_afterwards():
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
 def test_soft_loss_stays_float32_and_finite_under_mixed_precision(
-        precision, float32_afterwards):
+    precision, float32_afterwards
+):
     assert distribute.set_precision(precision) == precision
     keras.utils.set_random_seed(1)
     student = tiny_model(4, 5, "student")
@@ -157,13 +175,25 @@ def test_two_worker_processes_match_a_single_worker(folder, tmp_path):
     def launch(name, per_replica, config):
         env = dict(base, **({"TF_CONFIG": config} if config else {}))
         return subprocess.Popen(
-            [sys.executable, str(WORKER_SCRIPT), "--data", str(folder),
-             "--out", str(tmp_path / f"{name}.npz"),
-             "--per-replica-batch", str(per_replica)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                str(WORKER_SCRIPT),
+                "--data",
+                str(folder),
+                "--out",
+                str(tmp_path / f"{name}.npz"),
+                "--per-replica-batch",
+                str(per_replica),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
-    processes = {f"worker{i}": launch(f"worker{i}", 4, tf_config(workers, i))
-                 for i in range(2)}
+    processes = {
+        f"worker{i}": launch(f"worker{i}", 4, tf_config(workers, i)) for i in range(2)
+    }
     processes["single"] = launch("single", 8, None)
     outputs = {}
     for name, process in processes.items():
@@ -180,5 +210,6 @@ def test_two_worker_processes_match_a_single_worker(folder, tmp_path):
     loaded = {name: np.load(tmp_path / f"{name}.npz") for name in processes}
     for key in loaded["single"].files:
         np.testing.assert_array_equal(loaded["worker0"][key], loaded["worker1"][key])
-        np.testing.assert_allclose(loaded["worker0"][key], loaded["single"][key],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            loaded["worker0"][key], loaded["single"][key], rtol=1e-5, atol=1e-6
+        )

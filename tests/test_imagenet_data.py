@@ -73,8 +73,9 @@ def test_training_stream_is_deterministic_resumable_and_sliceable(folder):
     data = imagenet.load_imagenet(root)
 
     def stream(**kwargs):
-        return imagenet.train_dataset(data, image_size=16, global_batch_size=4, seed=7,
-                                      **kwargs)
+        return imagenet.train_dataset(
+            data, image_size=16, global_batch_size=4, seed=7, **kwargs
+        )
 
     first = batches(stream(), 5)  # 5 batches of 4 cross the 12-image epoch boundary
     assert all(x.shape == (4, 16, 16, 3) for x, _ in first)
@@ -96,7 +97,8 @@ def test_training_stream_is_deterministic_resumable_and_sliceable(folder):
         joined = np.concatenate([halves[0][step][0], halves[1][step][0]])
         np.testing.assert_array_equal(joined, first[step][0])
     other_seed = batches(
-        imagenet.train_dataset(data, image_size=16, global_batch_size=4, seed=8), 1)
+        imagenet.train_dataset(data, image_size=16, global_batch_size=4, seed=8), 1
+    )
     assert not np.array_equal(other_seed[0][0], first[0][0])
 
 
@@ -104,9 +106,10 @@ def test_undecodable_training_file_is_skipped_and_counted(tmp_path):
     write_image_folder(tmp_path, train_per_class=2, val_per_class=1, corrupt="train")
     data = imagenet.load_imagenet(tmp_path)
     counter = imagenet.DecodeCounter()
-    dataset = imagenet.train_dataset(data, image_size=8, global_batch_size=6,
-                                     counter=counter, cache_bytes=0)
-    (x, y), = batches(dataset, 1)
+    dataset = imagenet.train_dataset(
+        data, image_size=8, global_batch_size=6, counter=counter, cache_bytes=0
+    )
+    ((x, y),) = batches(dataset, 1)
     # 7 files, one corrupt: the first batch is exactly the 6 good ones of epoch 1.
     assert x.shape == (6, 8, 8, 3)
     assert sorted(y.tolist()) == [0, 0, 1, 1, 2, 2]
@@ -119,11 +122,18 @@ def test_tfds_mock_imagenet2012_gives_the_same_pipeline():
         data = imagenet.load_imagenet(None, source="tfds")
         assert data.source == "tfds" and data.num_classes == 1000
         assert data.class_names[217] == "n02102040"
-        (x, y), = batches(
-            imagenet.train_dataset(data, image_size=16, global_batch_size=3), 1)
+        ((x, y),) = batches(
+            imagenet.train_dataset(data, image_size=16, global_batch_size=3), 1
+        )
         assert x.shape == (3, 16, 16, 3) and y.shape == (3,)
         counter = imagenet.DecodeCounter()
-        seen = sum(len(y) for _, y in batches(
-            imagenet.eval_dataset(data, image_size=16, batch_size=4, counter=counter),
-            5))
+        seen = sum(
+            len(y)
+            for _, y in batches(
+                imagenet.eval_dataset(
+                    data, image_size=16, batch_size=4, counter=counter
+                ),
+                5,
+            )
+        )
         assert seen == 6 and counter.skipped == 0

@@ -35,19 +35,28 @@ def make_run(data):
 
     def tiny(width, name):
         return keras.Sequential(
-            [keras.Input((12, 12, 3)), keras.layers.Rescaling(1 / 255.0),
-             keras.layers.Conv2D(width, 3), keras.layers.BatchNormalization(),
-             keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(),
-             keras.layers.Dense(data.num_classes)], name=name)
+            [
+                keras.Input((12, 12, 3)),
+                keras.layers.Rescaling(1 / 255.0),
+                keras.layers.Conv2D(width, 3),
+                keras.layers.BatchNormalization(),
+                keras.layers.ReLU(),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(data.num_classes),
+            ],
+            name=name,
+        )
 
-    distiller = keras_kd.Distiller(tiny(4, "student"), tiny(6, "teacher"),
-                                   temperature=3.0, alpha=0.8)
+    distiller = keras_kd.Distiller(
+        tiny(4, "student"), tiny(6, "teacher"), temperature=3.0, alpha=0.8
+    )
     schedule = training.warmup_cosine(0.2, EPOCHS * STEPS, warmup_steps=2)
     distiller.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))
 
     def make_dataset(start_step):
-        return imagenet.train_dataset(data, image_size=12, global_batch_size=4,
-                                      seed=5, start_step=start_step)
+        return imagenet.train_dataset(
+            data, image_size=12, global_batch_size=4, seed=5, start_step=start_step
+        )
 
     return distiller, make_dataset
 
@@ -61,37 +70,64 @@ def data(tmp_path_factory):
 
 def test_killed_run_resumes_mid_epoch_to_the_same_weights(data, tmp_path):
     reference, make_dataset = make_run(data)
-    full = training.fit_resumable(reference, make_dataset, epochs=EPOCHS,
-                                  steps_per_epoch=STEPS, backup_dir=tmp_path / "a",
-                                  save_freq=SAVE_FREQ, verbose=0)
+    full = training.fit_resumable(
+        reference,
+        make_dataset,
+        epochs=EPOCHS,
+        steps_per_epoch=STEPS,
+        backup_dir=tmp_path / "a",
+        save_freq=SAVE_FREQ,
+        verbose=0,
+    )
     assert [record["epoch"] for record in full] == [1, 2]
 
     victim, make_dataset = make_run(data)
     with pytest.raises(Killed):
-        training.fit_resumable(victim, make_dataset, epochs=EPOCHS,
-                               steps_per_epoch=STEPS, backup_dir=tmp_path / "b",
-                               save_freq=SAVE_FREQ, callbacks=[KillAtStep(KILL_AT)],
-                               verbose=0)
+        training.fit_resumable(
+            victim,
+            make_dataset,
+            epochs=EPOCHS,
+            steps_per_epoch=STEPS,
+            backup_dir=tmp_path / "b",
+            save_freq=SAVE_FREQ,
+            callbacks=[KillAtStep(KILL_AT)],
+            verbose=0,
+        )
     metadata = json.loads((tmp_path / "b" / "training_metadata.json").read_text())
     assert metadata["step"] == 4  # saved at steps 2, 3 (epoch end) and 4
 
     resumed, make_dataset = make_run(data)  # a fresh process would start like this
     starts = []
     records = training.fit_resumable(
-        resumed, lambda step: starts.append(step) or make_dataset(step),
-        epochs=EPOCHS, steps_per_epoch=STEPS, backup_dir=tmp_path / "b",
-        save_freq=SAVE_FREQ, verbose=0)
+        resumed,
+        lambda step: starts.append(step) or make_dataset(step),
+        epochs=EPOCHS,
+        steps_per_epoch=STEPS,
+        backup_dir=tmp_path / "b",
+        save_freq=SAVE_FREQ,
+        verbose=0,
+    )
     assert starts == [4]  # the stream restarts at the backed-up step
     assert [record["epoch"] for record in records] == [2]
     assert int(resumed.optimizer.iterations) == EPOCHS * STEPS
-    for a, b in zip(reference.student.get_weights(), resumed.student.get_weights(),
-                    strict=True):
+    for a, b in zip(
+        reference.student.get_weights(), resumed.student.get_weights(), strict=True
+    ):
         np.testing.assert_array_equal(a, b)  # BN moving statistics included
     # A finished run resumes to nothing.
     again, make_dataset = make_run(data)
-    assert training.fit_resumable(again, make_dataset, epochs=EPOCHS,
-                                  steps_per_epoch=STEPS, backup_dir=tmp_path / "b",
-                                  save_freq=SAVE_FREQ, verbose=0) == []
+    assert (
+        training.fit_resumable(
+            again,
+            make_dataset,
+            epochs=EPOCHS,
+            steps_per_epoch=STEPS,
+            backup_dir=tmp_path / "b",
+            save_freq=SAVE_FREQ,
+            verbose=0,
+        )
+        == []
+    )
 
 
 def test_warmup_cosine_schedule_shape():
@@ -105,9 +141,12 @@ def test_warmup_cosine_schedule_shape():
 
 
 def test_batchnorm_momentum_is_set_in_nested_models_and_validated():
-    inner = keras.Sequential([keras.Input((4,)), keras.layers.BatchNormalization(
-        momentum=0.999)])
-    outer = keras.Sequential([keras.Input((4,)), inner, keras.layers.BatchNormalization()])
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.BatchNormalization(momentum=0.999)]
+    )
+    outer = keras.Sequential(
+        [keras.Input((4,)), inner, keras.layers.BatchNormalization()]
+    )
     assert training.batchnorm_momenta(outer) == [0.99, 0.999]
     assert training.set_batchnorm_momentum(outer, 0.9) == 2
     assert training.batchnorm_momenta(outer) == [0.9]

@@ -541,9 +541,7 @@ def train_dataset(
             share = global_batch_size // input_context.num_input_pipelines
             lo = input_context.input_pipeline_id * share
             stream = stream.map(lambda p, i: (p[lo : lo + share], i[lo : lo + share]))
-        stream = stream.unbatch().map(
-            lambda p, i: (p, lookup(i), tf.gather(labels, i))
-        )
+        stream = stream.unbatch().map(lambda p, i: (p, lookup(i), tf.gather(labels, i)))
     images = stream.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     images = images.ignore_errors()
     return images.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
