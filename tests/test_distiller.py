@@ -221,11 +221,16 @@ def test_mirrored_strategy_gives_the_single_device_update():
             student.set_weights(initial_student)
             distiller = Distiller(student, teacher, temperature=3.0, alpha=0.6)
             distiller.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
-        data = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16)
-        history = distiller.fit(data, epochs=3, verbose=0).history
+        # A repeated dataset with a step count: an epoch that ended on the end of
+        # the data would leave a collective op of one replica pending, and a
+        # later strategy in the same process could collide with its key.
+        data = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16).repeat()
+        history = distiller.fit(data, epochs=3, steps_per_epoch=4, verbose=0).history
         return student.get_weights(), history
 
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    mirrored = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     assert mirrored.num_replicas_in_sync == 2
     single_weights, single_logs = train(tf.distribute.get_strategy())
     mirrored_weights, mirrored_logs = train(mirrored)

@@ -106,7 +106,9 @@ def test_tempered_teacher_runs_once_per_temperature():
 def test_search_under_mirrored_strategy(tmp_path):
     x, y = blobs(128, 2)
     teacher, counter = counting_teacher(x, y)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
     hypermodel = tuning.DistillationHyperModel(build_student, temperatures=(2, 5))
     tuner = tuning.make_tuner(
         "bayesian", hypermodel, max_trials=1, directory=tmp_path, strategy=strategy
