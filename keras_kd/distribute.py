@@ -104,8 +104,8 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         name: One of `STRATEGIES` (see the module docstring).
 
     Returns:
-        The strategy. `"mirrored"` uses every visible GPU (or the logical CPUs
-        when there is no GPU); `"multi_worker"` reads the cluster from
+        The strategy. `"mirrored"` uses every visible GPU (or, when there is
+        none, the logical CPUs, reducing through one device); `"multi_worker"` reads the cluster from
         `TF_CONFIG` and uses every GPU of each host.
 
     Raises:
