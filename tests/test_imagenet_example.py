@@ -89,25 +89,29 @@ def test_example_on_a_jpeg_folder_with_a_corrupt_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_example_on_tfds_mock_imagenet2012_in_scratch_mode(tmp_path):
+def test_example_on_tfds_mock_imagenet2012_mirrored_in_scratch_mode(tmp_path, capsys):
+    args = ["--source", "tfds", "--out-dir", str(tmp_path / "run"), "--epochs", "1"]
+    args += ["--steps-per-epoch", "2", "--mode", "scratch", "--strategy", "mirrored"]
     with tfds.testing.mock_data(num_examples=8):
-        rows = example_main()(
-            [
-                "--source",
-                "tfds",
-                "--out-dir",
-                str(tmp_path / "run"),
-                "--epochs",
-                "1",
-                "--steps-per-epoch",
-                "2",
-                "--mode",
-                "scratch",
-                *TINY,
-            ]
-        )
+        rows = example_main()([*args, *TINY])
+    printed = capsys.readouterr().out
+    # Two logical CPUs (conftest): 4 images per replica, 8 global, lr scaled.
+    assert "strategy=mirrored replicas=2" in printed
+    assert "batch=4/replica -> 8 global, lr=0.003125" in printed
+    assert "1000 classes" in printed
     assert len(rows) == 1 and rows[0]["model"].endswith("(scratch)")
-    assert np.isfinite(rows[0]["top1"])
+    assert np.isfinite(rows[0]["top1"]) and rows[0]["top5"] >= rows[0]["top1"]
+    metadata = json.loads(
+        (
+            tmp_path
+            / "run"
+            / "backup"
+            / "student-scratch"
+            / "worker-0"
+            / "training_metadata.json"
+        ).read_text()
+    )
+    assert metadata["step"] == 2
 
 
 def test_example_rejects_a_missing_teacher_file(tmp_path):
