@@ -435,13 +435,23 @@ class Experiment:
             out / "results.json",
             {"settings": _jsonable(self.settings), "rows": self.rows},
         )
-        if self.curves:
-            reports.plot_curves(
-                self.curves,
-                out / "training_curves.png",
-                title="MNIST training loss",
-                ylabel="training loss (per epoch)",
-            )
+        # One plot per group: losses of differently sized nets differ in scale.
+        groups = {
+            "training_curves.png": {
+                k: v for k, v in self.curves.items() if not k.startswith("small_")
+            },
+            "training_curves_small.png": {
+                k: v for k, v in self.curves.items() if k.startswith("small_")
+            },
+        }
+        for filename, curves in groups.items():
+            if curves:
+                reports.plot_curves(
+                    curves,
+                    out / filename,
+                    title="MNIST training loss (distilled: soft + hard term)",
+                    ylabel="training loss (per epoch)",
+                )
         print(table, flush=True)
         return table
 
