@@ -311,6 +311,10 @@ class Distiller(keras.Model):
                 "alone."
             )
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
+        if self.student.built and not self.optimizer.built:
+            # Creating the slots now keeps `fit` from tracing train_step twice
+            # (once to create variables, once more without).
+            self.optimizer.build(self.student.trainable_variables)
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -322,8 +326,6 @@ class Distiller(keras.Model):
         config = keras.saving.deserialize_keras_object(config)
         config.pop("loss_weights", None)
         self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.student.trainable_variables)
 
     # -------------------------------------------------------------- training
 
