@@ -123,3 +123,22 @@ def test_teacher_cache_gives_the_teachers_logits(data_dir, tmp_path):
         experiment.x.astype("float32") / 255.0, verbose=0
     )
     np.testing.assert_allclose(cached, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_student_jitter_runs_the_teacher_on_shifted_batches(data_dir, tmp_path):
+    settings = example.Settings(
+        out=tmp_path,
+        data_dir=str(data_dir),
+        parts=("distilled",),
+        train_subset=400,
+        test_subset=200,
+        teacher_epochs=1,
+        student_epochs=1,
+        student_jitter=True,
+        verbose=0,
+    )
+    (row,) = example.run(settings)
+    assert row["transfer set"] == "400 train, jittered"
+    assert (tmp_path / "models" / "distilled_800_T20_jitter.keras").is_file()
+    # No precomputed logits: the live teacher provided the soft targets.
+    assert not (tmp_path / "teacher_logits.npy").exists()

@@ -77,6 +77,7 @@ class Settings:
     train_subset: int | None = None
     test_subset: int | None = None
     teacher_cache: Path | None = None
+    student_jitter: bool = False
     seed: int = 0
     verbose: int = 1
 
@@ -146,6 +147,7 @@ class Experiment:
         self.models_dir = settings.out / "models"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self._teacher_logits = None
+        self._student_inputs = ", jittered" if settings.student_jitter else ""
 
     # ------------------------------------------------------------ training
 
@@ -160,6 +162,8 @@ class Experiment:
         self, name: str, build, indices, *, epochs, jitter=False, temperature=None
     ):
         """Trains (or loads) model `name`; returns it. `temperature=None`: hard labels."""
+        if temperature is not None and self.settings.student_jitter:
+            name += "_jitter"
         path = self.models_dir / f"{name}.keras"
         record_path = self.models_dir / f"{name}.json"
         if path.exists() and record_path.exists():
@@ -188,8 +192,14 @@ class Experiment:
                 seed=seed,
             )
         else:
+            # Jittered student inputs need the teacher run on each shifted batch;
+            # otherwise its logits on the fixed images are computed once.
+            live = self.settings.student_jitter
             trainer = Distiller(
-                model, None, temperature=temperature, alpha=self.settings.alpha
+                model,
+                self.teacher() if live else None,
+                temperature=temperature,
+                alpha=self.settings.alpha,
             )
             trainer.compile(self._optimizer(epochs, len(indices)), metrics=["accuracy"])
             data = mnist_dataset(
@@ -197,7 +207,8 @@ class Experiment:
                 self.y[indices],
                 batch_size=self.settings.batch_size,
                 shuffle=True,
-                teacher_logits=self.teacher_logits()[indices],
+                jitter=live,
+                teacher_logits=None if live else self.teacher_logits()[indices],
                 seed=seed,
             )
         backup = keras.callbacks.BackupAndRestore(
@@ -326,7 +337,11 @@ class Experiment:
             )
             paper = PAPER["distilled T=20"] if t == 20 else ""
             self._record(
-                "800-800 distilled", f"{len(self.full):,} train", t, model, paper
+                "800-800 distilled",
+                f"{len(self.full):,} train{self._student_inputs}",
+                t,
+                model,
+                paper,
             )
 
     def part_small(self):
@@ -354,7 +369,8 @@ class Experiment:
                 )
                 self._record(
                     f"{width}-{width} {label}",
-                    f"{len(self.transfer):,} train",
+                    f"{len(self.transfer):,} train"
+                    + ("" if t is None else self._student_inputs),
                     "" if t is None else t,
                     model,
                     heldout_errors=heldout_errors,
@@ -374,7 +390,7 @@ class Experiment:
             epochs=self.settings.student_epochs,
             temperature=t,
         )
-        label = f"{len(indices):,} {label}"
+        label = f"{len(indices):,} {label}{self._student_inputs}"
         threes = self.y_test == 3
 
         def extra(logits):
@@ -577,6 +593,12 @@ def parse_args(argv=None) -> Settings:
         help="folder of a keras_kd.cache teacher cache to build or reuse for the "
         "students' soft targets (default: one in-run prediction pass)",
     )
+    parser.add_argument(
+        "--student-jitter",
+        action="store_true",
+        help="also jitter the distilled students' inputs (the teacher then runs on "
+        "every batch); not in the paper, whose students see the unshifted images",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--verbose",
@@ -602,6 +624,7 @@ def parse_args(argv=None) -> Settings:
         train_subset=args.train_subset,
         test_subset=args.test_subset,
         teacher_cache=None if args.teacher_cache is None else Path(args.teacher_cache),
+        student_jitter=args.student_jitter,
         seed=args.seed,
         verbose=args.verbose,
     )
