@@ -25,15 +25,17 @@ _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from keras_kd import (
     bias,
     cache,
+    datasets,
     distribute,
     export,
     frontend,
     losses,
     specialists,
     teachers,
+    training,
     tuning,
 )
-from keras_kd.bias import choose_bias_shift, shift_class_bias
+from keras_kd.bias import BiasShiftChoice, choose_bias_shift, shift_class_bias
 from keras_kd.cache import TeacherCache, build_teacher_cache
 from keras_kd.distiller import Distiller
 from keras_kd.distribute import make_strategy
@@ -52,6 +54,7 @@ from keras_kd.tuning import DistillationHyperModel, search_temperature
 __version__ = "0.1.0"
 
 __all__ = [
+    "BiasShiftChoice",
     "ConfusableSubsets",
     "ContextWindow",
     "DistillationHyperModel",
@@ -64,6 +67,7 @@ __all__ = [
     "bias",
     "build_teacher_cache",
     "cache",
+    "datasets",
     "choose_bias_shift",
     "distribute",
     "evaluate_ensemble",
@@ -78,6 +82,7 @@ __all__ = [
     "shift_class_bias",
     "specialists",
     "teachers",
+    "training",
     "tempered_kl",
     "train_ensemble",
     "train_specialist",
