@@ -262,19 +262,28 @@ def split_recordings(
     if split == "standard":
         is_test = [r.take < TEST_TAKES for r in recordings]
     elif split == "speaker":
-        speakers = {r.speaker for r in recordings}
-        missing = sorted(set(test_speakers) - speakers)
-        if missing or not test_speakers:
-            raise ValueError(
-                f"`test_speakers` {list(test_speakers)!r} must name speakers of the "
-                f"data; {missing or 'none given'} not among {sorted(speakers)}."
-            )
-        is_test = [r.speaker in set(test_speakers) for r in recordings]
+        is_test = _of_speakers(recordings, test_speakers, "test_speakers", "speakers of the data")
     else:
         raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
-    train = [r for r, t in zip(recordings, is_test, strict=True) if not t]
-    test = [r for r, t in zip(recordings, is_test, strict=True) if t]
-    return train, test
+    return _partition(recordings, is_test)
+
+
+def _of_speakers(recordings, speakers, argument: str, role: str) -> list[bool]:
+    """Which recordings are by `speakers`; every speaker must occur in them."""
+    present = {r.speaker for r in recordings}
+    missing = sorted(set(speakers) - present)
+    if missing or not speakers:
+        raise ValueError(
+            f"`{argument}` {list(speakers)!r} must name {role}; "
+            f"{missing or 'none given'} not among {sorted(present)}."
+        )
+    return [r.speaker in set(speakers) for r in recordings]
+
+
+def _partition(recordings, held) -> tuple[list[Recording], list[Recording]]:
+    """(recordings not held, recordings held), each in the original order."""
+    kept = [r for r, h in zip(recordings, held, strict=True) if not h]
+    return kept, [r for r, h in zip(recordings, held, strict=True) if h]
 
 
 def validation_split(
@@ -314,19 +323,12 @@ def validation_split(
         low, high = VALIDATION_TAKES
         is_held = [low <= r.take < high for r in train]
     elif validation == "speaker":
-        speakers = {r.speaker for r in train}
-        missing = sorted(set(validation_speakers) - speakers)
-        if missing or not validation_speakers:
-            raise ValueError(
-                f"`validation_speakers` {list(validation_speakers)!r} must name "
-                f"training speakers; {missing or 'none given'} not among "
-                f"{sorted(speakers)}."
-            )
-        is_held = [r.speaker in set(validation_speakers) for r in train]
+        is_held = _of_speakers(
+            train, validation_speakers, "validation_speakers", "training speakers"
+        )
     else:
         raise ValueError(f"`validation` must be one of {VALIDATIONS}, got {validation!r}.")
-    rest = [r for r, h in zip(train, is_held, strict=True) if not h]
-    held = [r for r, h in zip(train, is_held, strict=True) if h]
+    rest, held = _partition(train, is_held)
     if not rest:
         raise ValueError(
             f"validation={validation!r} leaves no training recordings; choose another "
