@@ -41,6 +41,7 @@ import tensorflow as tf  # noqa: E402
 
 from keras_kd import export, reports, tuning  # noqa: E402
 from keras_kd.datasets.mnist import load_mnist  # noqa: E402
+from keras_kd.demo import build_mlp  # noqa: E402
 from keras_kd.distiller import Distiller  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,16 +59,6 @@ class ExampleCounter(keras.layers.Layer):
     def call(self, x):
         self.seen.assign_add(tf.cast(tf.shape(x)[0], "int64"))
         return x
-
-
-def mlp(hidden, dropout, name):
-    layers = [keras.Input((784,))]
-    for units in hidden:
-        layers.append(keras.layers.Dense(units, activation="relu"))
-        if dropout:
-            layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(10))
-    return keras.Sequential(layers, name=name)
 
 
 def parse_args(argv=None):
@@ -103,7 +94,7 @@ def main(argv=None):
         teacher = keras.models.load_model(teacher_path)
     else:
         start = time.perf_counter()
-        teacher = mlp((1200, 1200), 0.3, "teacher_1200")
+        teacher = build_mlp((1200, 1200), 0.3, "teacher_1200", inputs=784)
         teacher.compile(keras.optimizers.Adam(1e-3), sce, metrics=["accuracy"])
         teacher.fit(x_fit, y_fit, epochs=args.teacher_epochs, batch_size=128, verbose=2)
         teacher.save(teacher_path)
@@ -115,7 +106,7 @@ def main(argv=None):
         student = keras.models.load_model(student_path)
     else:
         start = time.perf_counter()
-        student = mlp((800, 800), 0.0, "student_800")
+        student = build_mlp((800, 800), 0.0, "student_800", inputs=784)
         distiller = Distiller(student, teacher, temperature=4.0, alpha=0.9)
         distiller.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
         distiller.fit(x_fit, y_fit, epochs=args.student_epochs, batch_size=128, verbose=2)
@@ -133,7 +124,7 @@ def main(argv=None):
     inputs = keras.Input((784,))
     counted_teacher = keras.Model(inputs, teacher(counter(inputs)))
     hypermodel = tuning.DistillationHyperModel(
-        lambda width: mlp((800, 800), 0.0, "student_800"),
+        lambda width: build_mlp((800, 800), 0.0, "student_800", inputs=784),
         temperatures=TEMPERATURES, alphas=(0.9,),
     )
     tuner = keras_tuner.GridSearch(

@@ -45,9 +45,11 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.3):
     return (x_train, y_train), (x_test, y_test)
 
 
-def build_mlp(hidden: tuple[int, ...], dropout: float, name: str) -> keras.Model:
-    """A ReLU multilayer perceptron on 64 inputs that outputs 10 logits."""
-    layers = [keras.Input((64,))]
+def build_mlp(
+    hidden: tuple[int, ...], dropout: float, name: str, inputs: int = 64
+) -> keras.Model:
+    """A ReLU multilayer perceptron on `inputs` features that outputs 10 logits."""
+    layers = [keras.Input((inputs,))]
     for units in hidden:
         layers.append(keras.layers.Dense(units, activation="relu"))
         if dropout:
