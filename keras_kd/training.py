@@ -322,6 +322,7 @@ def fit_resumable(
             steps_per_epoch=steps,
             callbacks=[backup, *callbacks],
             validation_data=validation_data,
+            shuffle=False,  # the stream shuffles itself; Keras would warn
             verbose=verbose,
         )
         for index, number in enumerate(history.epoch):

@@ -81,3 +81,9 @@ def test_quick_benchmark_reports_every_run_and_resumes(tmp_path, capsys):
     # Another schedule in the same folder is refused rather than mixed in.
     with pytest.raises(ValueError, match="other settings"):
         main([*argv, "--temperature", "2"])
+
+    # The teacher does not depend on student flags: it is reused, not refused.
+    again = main([*argv, "--runs", "teacher", "--temperature", "2", "--epochs", "3"])
+    assert [r["run"] for r in again] == ["teacher"]
+    assert again[0]["top1"] == results[0]["top1"]
+    assert "teacher: finished earlier" in capsys.readouterr().out
