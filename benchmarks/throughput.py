@@ -175,7 +175,7 @@ def main(argv=None):
         distillation_losses=keras.distillation.LogitsDistillation(
             temperature=args.temperature, loss=keras.losses.KLDivergence()
         ),
-        distillation_loss_weights=[args.alpha],
+        # total = w * CE + (1 - w) * KD: the soft term already gets 1 - w = alpha.
         student_loss_weight=1.0 - args.alpha,
     )
     keras_distiller.compile(
