@@ -573,6 +573,51 @@ def summarize(results: list[dict], args) -> list[dict]:
     return rows
 
 
+def criteria(results: list[dict]) -> list[dict]:
+    """Issue 10's targets, judged on the runs at hand (those present)."""
+    by_kind: dict[str, list[dict]] = {}
+    for r in results:
+        by_kind.setdefault(r["kind"], []).append(r)
+
+    def top1(kind):
+        return [100 * r["top1"] for r in by_kind.get(kind, [])]
+
+    def row(text, value, passed, target):
+        return {"criterion": text, "measured": value, "target": target,
+                "verdict": "met" if passed else "missed"}  # fmt: skip
+
+    rows = []
+    if "teacher" in by_kind:
+        t = top1("teacher")[0]
+        rows.append(row("teacher top-1 %", f"{t:.2f}", t >= 80.0, ">= 80"))
+    scratch, distilled = top1("scratch"), top1("cached")
+    if scratch and distilled:
+        gap = statistics.fmean(distilled) - statistics.fmean(scratch)
+        # Spread: the larger range (max - min over seeds) of the two groups.
+        spread = max(max(v) - min(v) for v in (scratch, distilled))
+        rows.append(row("keras_kd (cached) mean - scratch mean, top-1 points",
+                        f"{gap:+.2f}", gap >= 2.0, ">= +2.0"))  # fmt: skip
+        rows.append(row("that gap / largest seed range", f"{gap:.2f} / {spread:.2f}",
+                        gap > spread, "gap > range"))  # fmt: skip
+    kd, peer, cached = by_kind.get("kd"), by_kind.get("peer"), by_kind.get("cached")
+    if kd and peer:
+        diff = 100 * (kd[0]["top1"] - peer[0]["top1"])
+        rows.append(row("keras_kd online - keras.distillation, top-1 points (same seed)",
+                        f"{diff:+.2f}", diff >= -0.3, ">= -0.3"))  # fmt: skip
+        ratio = kd[0]["seconds_per_epoch"] / peer[0]["seconds_per_epoch"]
+        rows.append(row("keras_kd online / keras.distillation, s per epoch",
+                        f"{ratio:.3f}", ratio <= 1.0, "<= 1.0"))  # fmt: skip
+    if kd and cached:
+        same_seed = [r for r in cached if r["seed"] == kd[0]["seed"]] or cached
+        ratio = kd[0]["seconds_per_epoch"] / same_seed[0]["seconds_per_epoch"]
+        rows.append(row("online / cached keras_kd, s per epoch", f"{ratio:.2f}",
+                        ratio >= 2.0, ">= 2"))  # fmt: skip
+        diff = 100 * (same_seed[0]["top1"] - kd[0]["top1"])
+        rows.append({"criterion": "cached - online keras_kd, top-1 points (same seed)",
+                     "measured": f"{diff:+.2f}", "target": "(reported)", "verdict": ""})  # fmt: skip
+    return rows
+
+
 def write_reports(results: list[dict], bench: Bench) -> str:
     args, root = bench.args, bench.root
     rows = summarize(results, args)
@@ -595,9 +640,13 @@ def write_reports(results: list[dict], bench: Bench) -> str:
             f"image, once): {cached[0]['cache_build_seconds']:.1f} s, "
             f"{cached[0]['cache_mb']:.1f} MiB; not included in s / epoch.\n"
         )
+    checks = criteria(results)
+    if checks:
+        notes += "\n## Targets (issue 10)\n\n" + reports.markdown_table(checks)
     text = f"# Imagenette benchmark\n\n{settings}\n\n{table}{notes}"
     (root / "results.md").write_text(text)
-    reports.write_json(root / "results.json", {"rows": rows, "runs": results})
+    reports.write_json(root / "results.json",
+                       {"rows": rows, "criteria": checks, "runs": results})  # fmt: skip
     curves = {
         r["run"]: [v for v in r["val_top1_curve"] if v is not None] for r in results
     }

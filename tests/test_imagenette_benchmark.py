@@ -64,6 +64,13 @@ def test_quick_benchmark_reports_every_run_and_resumes(tmp_path, capsys):
         assert table.count(label) == 1, label
     summary = json.loads((out / "results.json").read_text())
     assert len(summary["rows"]) == len(KINDS)
+    # Every target of the issue is judged from the runs, with a verdict.
+    assert "## Targets (issue 10)" in table
+    judged = {c["criterion"]: c for c in summary["criteria"]}
+    assert len(judged) == 7
+    teacher_row = judged["teacher top-1 %"]
+    assert teacher_row["measured"] == f"{100 * results[0]['top1']:.2f}"
+    assert teacher_row["verdict"] == ("met" if results[0]["top1"] >= 0.8 else "missed")
     for row in summary["rows"]:
         assert 0.0 <= row["top-1 % (mean)"] <= row["top-5 % (mean)"] <= 100.0
     assert (out / "val_top1.png").read_bytes()[:4] == b"\x89PNG"
