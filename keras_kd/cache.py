@@ -45,7 +45,9 @@ Decisions, documented here once:
   augmented views of each example. `fn(example, seed)` must be stateless
   (`tf.image.stateless_*`, `tf.random.stateless_*`) and is given the seed
   `[seed, example_index * K + view]`; replay recomputes the same view from the
-  same seed, so the student sees exactly the input the teacher saw. The
+  same seed, so the student sees exactly the input the teacher saw. `fn` is
+  identified by its `__name__` (a lambda or a `functools.partial` is refused):
+  rename it when you change what it does. The
   trade-off: the student sees only `K` distinct views of each example instead of
   a fresh one every epoch (less augmentation diversity over many epochs), the
   build runs the teacher `K` times per example and the cache is `K` times
@@ -55,8 +57,11 @@ Decisions, documented here once:
   the stored content (layout, `top_k`, views, augmentation, seed and a SHA-256
   per file) and of the transfer set's order (a SHA-256 of each shard's inputs).
   `TeacherCache.open` and `dataset` check them and raise a `ValueError` naming
-  the problem for a stale teacher, reordered or different inputs, a truncated,
-  missing or reshaped file, or a corrupt manifest.
+  the problem for reordered or different inputs, a truncated, missing or
+  reshaped file, or a corrupt manifest; `TeacherCache.open(teacher=...)` and
+  `build_teacher_cache` also detect a stale teacher (`dataset` is not given
+  one). An arithmetic-ensemble replay carries its temperature, and the
+  Distiller refuses to train at another.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.distiller import INPUTS, TEACHER_LOGITS, ends_in_softmax
+from keras_kd.distiller import INPUTS, TEACHER_LOGITS, TEACHER_TEMPERATURE, ends_in_softmax
 from keras_kd.teachers import TeacherEnsemble, combine_logits
 
 FORMAT = "keras_kd.teacher_cache"
@@ -229,6 +234,21 @@ def _teacher_layout(teacher) -> tuple[int, str, str | None]:
     return 1, "combined", None
 
 
+def _augment_name(augment: Callable | None) -> str | None:
+    """The name that identifies `augment` in the manifest (stable across processes)."""
+    if augment is None:
+        return None
+    name = getattr(augment, "__name__", None)
+    if not isinstance(name, str) or name == "<lambda>":
+        raise ValueError(
+            f"`augment` ({augment!r}) has no name of its own, so the cache could not "
+            "tell it apart from another augmentation when it is reused or replayed. "
+            "Define it with `def` and a name that says what it does (and rename it "
+            "when you change it)."
+        )
+    return name
+
+
 def _write_npy(path: Path, array: np.ndarray) -> dict:
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as handle:
@@ -325,6 +345,7 @@ def build_teacher_cache(
         )
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}, got {dtype!r}.")
+    _augment_name(augment)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -358,7 +379,7 @@ def build_teacher_cache(
         "stream_kind": stream_kind,
         "mean": mean,
         "views": int(views),
-        "augment": None if augment is None else getattr(augment, "__name__", repr(augment)),
+        "augment": _augment_name(augment),
         "seed": int(seed),
         "dtype": dtype,
     }
@@ -404,6 +425,16 @@ def build_teacher_cache(
                 outputs[begin - start : end - start, view] = forward(inputs).numpy()
             if progress is not None:
                 progress.add((end - begin) * views)
+        if not np.all(np.isfinite(outputs)):
+            raise ValueError(
+                f"The teacher's outputs on examples {start}-{stop - 1} contain NaN or "
+                "Inf; the cache would replay them as soft targets. Check the teacher."
+            )
+        if dtype == "float16" and np.abs(outputs).max() > np.finfo(np.float16).max:
+            raise ValueError(
+                "The teacher's logits exceed the float16 range (|logit| > 65504) and "
+                "would be stored as Inf. Build the cache with dtype='float32'."
+            )
         arrays = _encode(outputs, top_k, dtype)
         records = {
             kind: _write_npy(_shard_file(directory, index, kind), arrays[kind])
@@ -454,8 +485,9 @@ def _read_manifest_if_compatible(directory: Path, layout: dict) -> list[dict]:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         shards = []
     if not shards:
-        for stale in directory.glob("shard-*.npy"):
-            stale.unlink()
+        for pattern in ("shard-*.npy", "shard-*.npy.tmp"):
+            for stale in directory.glob(pattern):
+                stale.unlink()
         path.unlink()
     return shards
 
@@ -915,11 +947,17 @@ class TeacherCache:
             raise ValueError(
                 f"`x` has {size} examples but the cache holds {self.num_examples}."
             )
+        if sample_weight is not None and y is None:
+            raise ValueError(
+                "`sample_weight` without `y`: Keras would read the weights as labels. "
+                "Give the labels too; an unlabeled transfer set trains on the soft "
+                "term alone, where per-example weights are not supported."
+            )
         y = _check_aligned("y", y, size)
         sample_weight = _check_aligned("sample_weight", sample_weight, size)
         self._check_temperature(temperature)
         built_with = self.manifest["content"]["augment"]
-        given = None if augment is None else getattr(augment, "__name__", repr(augment))
+        given = _augment_name(augment)
         if given != built_with:
             raise ValueError(
                 f"The cache was built with augment={built_with!r} but `augment` is "
@@ -950,6 +988,9 @@ class TeacherCache:
             if augment is not None:
                 inputs = _apply_augment(augment, inputs, rows, views, base_seed, output_spec)
             features = {INPUTS: inputs, TEACHER_LOGITS: self._targets(stored, temperature)}
+            if self._needs_temperature():
+                # Lets the Distiller check that it trains at this temperature.
+                features[TEACHER_TEMPERATURE] = tf.fill(tf.shape(rows), float(temperature))
             return (features, *extra) if extra else features
 
         rows = tf.data.Dataset.range(self.num_rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import keras
 import tensorflow as tf
@@ -13,6 +14,8 @@ from keras_kd import losses as kd_losses
 # `x = {INPUTS: student_inputs, TEACHER_LOGITS: logits}`.
 INPUTS = "inputs"
 TEACHER_LOGITS = "teacher_logits"
+# The temperature at which a cached arithmetic-mean ensemble was combined.
+TEACHER_TEMPERATURE = "teacher_temperature"
 
 DISTILLATION_LOSSES = ("tempered_kl", "logit_matching")
 
@@ -59,19 +62,34 @@ def _output_classes(model):
     return shape[-1] if shape else None
 
 
+# Keras loss functions whose names mean their from-logits Loss class here.
+_FROM_LOGITS_CLASSES = {
+    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+    "binary_crossentropy": keras.losses.BinaryCrossentropy,
+    "categorical_focal_crossentropy": keras.losses.CategoricalFocalCrossentropy,
+    "binary_focal_crossentropy": keras.losses.BinaryFocalCrossentropy,
+}
+
+
 def _logits_loss(loss):
     """The hard-label loss as an object that maps logits to per-example values."""
     if loss is None:
         return None
     if isinstance(loss, str):
-        named = {
-            "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
-            "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
-        }
-        if loss in named:
+        resolved = keras.losses.get(loss)  # also resolves aliases such as "bce"
+        name = getattr(resolved, "__name__", None)
+        if name in _FROM_LOGITS_CLASSES:
             # The student emits logits, so a name means the from-logits form.
-            return named[loss](from_logits=True)
-        loss = keras.losses.get(loss)
+            return _FROM_LOGITS_CLASSES[name](from_logits=True)
+        loss = resolved
+    if _takes_from_logits(loss):
+        raise ValueError(
+            f"`loss` {getattr(loss, '__name__', loss)!r} expects probabilities unless "
+            "given from_logits=True, but the Distiller's student outputs logits. Pass "
+            "its Loss class with from_logits=True, e.g. "
+            "keras.losses.CategoricalCrossentropy(from_logits=True)."
+        )
     fn_kwargs = getattr(loss, "_fn_kwargs", None) or {}
     if fn_kwargs.get("from_logits") is False:
         raise ValueError(
@@ -82,6 +100,17 @@ def _logits_loss(loss):
     if not callable(loss):
         raise ValueError(f"`loss` must be a Keras loss or a callable, got {loss!r}.")
     return loss
+
+
+def _takes_from_logits(loss) -> bool:
+    """Whether `loss` is a plain function with a `from_logits` parameter."""
+    if isinstance(loss, keras.losses.Loss) or not callable(loss):
+        return False
+    try:
+        parameters = inspect.signature(loss).parameters
+    except (TypeError, ValueError):
+        return False
+    return "from_logits" in parameters
 
 
 def _per_example(values):
@@ -101,12 +130,14 @@ class Distiller(keras.Model):
 
     where `t` and `s` are teacher and student logits and `CE` is the loss given to
     `compile`, applied to the student at `T = 1`. The teacher runs in inference
-    mode outside the gradient tape and is frozen. Batches without labels (an
+    mode, is frozen, and its outputs are constants of the gradient. Batches without labels (an
     unlabeled transfer set) train on the soft term alone, with weight 1.
 
-    `fit` logs `loss` (what is minimised), `soft_loss` (the `T^2 * KL` term),
-    `hard_loss` (the `compile` loss) and the compiled metrics of the student at
-    `T = 1`; `evaluate` logs the same. All are per-example means: under a
+    `fit` logs `loss` (what is minimised, with the student's regularisation
+    losses), `soft_loss` (the `T^2 * KL` term), `hard_loss` (the `compile` loss)
+    and the compiled metrics of the student at `T = 1`; `evaluate` logs the same.
+    (A Distiller without a teacher evaluates data without cached teacher outputs
+    on the hard term alone, so its `val_loss` is then the `compile` loss.) All are per-example means: under a
     `tf.distribute` strategy the loss is scaled so that an update equals the
     single-device update on the same global batch.
 
@@ -126,6 +157,10 @@ class Distiller(keras.Model):
         distillation_loss: `"tempered_kl"` (default) or `"logit_matching"`, the
             high-temperature limit (then `temperature` is not used).
         name: Model name.
+        **kwargs: Passed to `keras.Model` (e.g. `dtype="mixed_float16"`).
+
+    The student must output `(batch, classes)` logits; with `alpha` 0 or 1 the
+    unused term is logged but does not enter the loss.
 
     Example:
 
@@ -287,9 +322,11 @@ class Distiller(keras.Model):
         Args:
             optimizer: Optimizer (name or instance) for the student's weights.
             loss: The hard-label loss on the student's logits at `T = 1`. The
-                names `"sparse_categorical_crossentropy"` and
-                `"categorical_crossentropy"` mean their from-logits form. `None`
-                is allowed only with `alpha=1.0`.
+                names of the cross-entropies (`"sparse_categorical_crossentropy"`,
+                `"categorical_crossentropy"`, `"binary_crossentropy"`, their focal
+                forms and aliases such as `"bce"`) mean their from-logits form;
+                a loss function or class that expects probabilities is refused.
+                `None` is allowed only with `alpha=1.0`.
             metrics: Metrics of the student at `T = 1` against the labels.
             **kwargs: Passed on to `keras.Model.compile` (e.g. `jit_compile`,
                 `steps_per_execution`).
@@ -336,15 +373,30 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def _split(self, x):
-        """(student inputs, precomputed teacher outputs or None)."""
+        """(student inputs, precomputed teacher outputs or None, their checks)."""
         if isinstance(x, dict) and TEACHER_LOGITS in x:
             if INPUTS not in x:
                 raise ValueError(
                     f"A batch with {TEACHER_LOGITS!r} must hold the student's inputs "
                     f"under {INPUTS!r}; got keys {sorted(x)}."
                 )
-            return x[INPUTS], x[TEACHER_LOGITS]
-        return x, None
+            checks = []
+            if TEACHER_TEMPERATURE in x and self.distillation_loss == "tempered_kl":
+                combined_at = tf.cast(x[TEACHER_TEMPERATURE], tf.float32)
+                checks.append(
+                    tf.debugging.Assert(
+                        tf.reduce_all(tf.abs(combined_at - self.temperature) < 1e-6),
+                        [
+                            _CHECK_MARKER + "The cached ensemble was combined at "
+                            "another temperature than the Distiller's "
+                            f"temperature={self.temperature:g}. Pass the "
+                            "Distiller's temperature to TeacherCache.dataset"
+                            "(temperature=...).",
+                        ],
+                    )
+                )
+            return x[INPUTS], x[TEACHER_LOGITS], checks
+        return x, None, []
 
     def _teacher_logits(self, inputs, cached):
         if cached is not None:
@@ -378,6 +430,9 @@ class Distiller(keras.Model):
             )
         self._check_labels(y, student_logits)
         if isinstance(self.student_loss, keras.losses.Loss):
+            # `call` gives per-example values; like `Loss.__call__`, cast the labels
+            # to the loss dtype (integer one-hot labels, say).
+            y = tf.cast(y, self.student_loss.dtype)
             values = self.student_loss.call(y, student_logits)
         else:
             values = self.student_loss(y, student_logits)
@@ -417,21 +472,32 @@ class Distiller(keras.Model):
 
     def _compute_terms(self, x, y, sample_weight, training):
         """Per-example soft, hard and weighted total losses, plus student logits."""
-        inputs, cached = self._split(x)
+        inputs, cached, checks = self._split(x)
         teacher_logits = None
         if cached is not None or self.teacher is not None or training:
             teacher_logits = self._teacher_logits(inputs, cached)
         student_logits = self.student(inputs, training=training)
+        if student_logits.shape.rank != 2:
+            raise ValueError(
+                f"The student's output has shape {tuple(student_logits.shape)}; the "
+                "Distiller needs (batch, classes) logits. Flatten other axes into the "
+                "batch (e.g. frames of a sequence) or pool them in the student."
+            )
         soft = hard = None
-        checks = []
         if teacher_logits is not None:
-            checks = self._check_teacher_logits(teacher_logits, student_logits)
+            checks = checks + self._check_teacher_logits(teacher_logits, student_logits)
             with tf.control_dependencies([c for c in checks if c is not None]):
                 soft = self._soft_term(teacher_logits, student_logits)
         if y is not None and (self.student_loss is not None or self.alpha < 1.0):
             hard = self._hard_term(y, tf.cast(student_logits, tf.float32))
         if soft is not None and hard is not None:
-            total = self.alpha * soft + (1.0 - self.alpha) * hard
+            # A term of weight 0 is left out, so that its NaN cannot spoil the loss.
+            if self.alpha == 1.0:
+                total = soft
+            elif self.alpha == 0.0:
+                total = hard
+            else:
+                total = self.alpha * soft + (1.0 - self.alpha) * hard
         elif soft is not None:
             total = soft
         elif hard is not None:
@@ -487,6 +553,12 @@ class Distiller(keras.Model):
                 results[metric.name] = result
         return results
 
+    def _regularization(self):
+        """The sum of the student's regularisation losses (0 without any)."""
+        if not self.student.losses:
+            return tf.constant(0.0)
+        return tf.add_n([tf.cast(r, tf.float32) for r in self.student.losses])
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
@@ -499,11 +571,8 @@ class Distiller(keras.Model):
             loss = tf.math.divide_no_nan(
                 tf.reduce_sum(self._weighted(total, weight)), global_size
             )
-            regularization = tf.constant(0.0)
+            regularization = self._regularization()
             if self.student.losses:
-                regularization = tf.add_n(
-                    [tf.cast(r, tf.float32) for r in self.student.losses]
-                )
                 loss += regularization / self._num_replicas()
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.student.trainable_variables
@@ -517,7 +586,7 @@ class Distiller(keras.Model):
         soft, hard, total, weight, student_logits = self._compute_terms(
             x, y, sample_weight, training=False
         )
-        self._update_trackers(soft, hard, total, weight, 0.0)
+        self._update_trackers(soft, hard, total, weight, self._regularization())
         return self._logs(x, y, student_logits, sample_weight, soft, hard)
 
     def fit(self, *args, **kwargs):
@@ -543,6 +612,8 @@ class Distiller(keras.Model):
             "alpha": self.alpha,
             "teacher_outputs": self.teacher_outputs,
             "distillation_loss": self.distillation_loss,
+            "trainable": self.trainable,
+            "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
 
     @classmethod

@@ -280,7 +280,9 @@ class TeacherEnsemble(keras.Model):
 def _as_dataset(x, y, batch_size: int, shuffle_seed: int | None) -> tf.data.Dataset:
     dataset = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+        # The number of examples (len(x) of a dict would count its keys).
+        size = len(y)
+        dataset = dataset.shuffle(size, seed=shuffle_seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

@@ -260,3 +260,36 @@ def test_augmented_views_replay_exactly_what_the_teacher_saw(teacher, x, tmp_pat
         cache.dataset(x, np.arange(N))
     with pytest.raises(ValueError, match="`views=2` without `augment`"):
         _build(teacher, x, tmp_path / "bad", views=2)
+
+
+def test_augmentation_without_a_name_is_refused(teacher, x, tmp_path):
+    import functools
+
+    for unnamed in (lambda e, s: e, functools.partial(_jitter)):
+        with pytest.raises(ValueError, match="has no name of its own"):
+            _build(teacher, x, tmp_path / "cache", views=2, augment=unnamed)
+
+
+def test_sample_weight_without_labels_is_refused(teacher, x, tmp_path):
+    cache = _build(teacher, x, tmp_path / "cache")
+    with pytest.raises(ValueError, match="would read the weights as labels"):
+        cache.dataset(x, sample_weight=np.ones(N, "float32"))
+
+
+def test_training_at_another_temperature_than_the_replay_is_refused(x, y, tmp_path):
+    ensemble = TeacherEnsemble([_dense(1), _dense(2)], mean="arithmetic")
+    cache = _build(ensemble, x, tmp_path / "cache")
+    distiller = Distiller(_dense(5), None, temperature=4.0)
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="combined at another temperature"):
+        distiller.fit(cache.dataset(x, y, batch_size=8, temperature=2.0), verbose=0)
+    logs = distiller.fit(cache.dataset(x, y, batch_size=8, temperature=4.0), verbose=0)
+    assert np.isfinite(logs.history["loss"][0])
+
+
+def test_logits_beyond_float16_are_refused(x, tmp_path):
+    huge = _dense(1)
+    huge.set_weights([w * 1e6 for w in huge.get_weights()])
+    with pytest.raises(ValueError, match="dtype='float32'"):
+        _build(huge, x, tmp_path / "cache")
+    assert np.isfinite(_build(huge, x, tmp_path / "wide", dtype="float32").logits()).all()

@@ -385,3 +385,77 @@ def test_mixed_precision_keeps_the_losses_in_float32():
         keras.mixed_precision.set_global_policy("float32")
     assert all(np.isfinite(v).all() for v in logs.values())
     assert logs["soft_loss"][0] > 0
+
+
+def test_evaluate_loss_includes_regularisation_like_fit():
+    teacher = _mlp(16, 1, "teacher")
+    student = _mlp(8, 2, "student", regularizer=keras.regularizers.L2(0.1))
+    x, y = _data(32)
+    soft, hard, _ = _numpy_terms(teacher, student, x, y, 2.0)
+    penalty = 0.1 * np.sum(np.square(student.layers[0].kernel.numpy()))
+    logs = _distiller(teacher, student, 2.0, 0.5).evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(np.mean(0.5 * soft + 0.5 * hard) + penalty, rel=1e-4)
+    assert logs["hard_loss"] == pytest.approx(np.mean(hard), rel=1e-4)
+
+
+def test_a_loss_name_means_its_from_logits_form():
+    teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
+    x, y = _data(32)
+    one_hot = keras.utils.to_categorical(y, CLASSES)
+    distiller = Distiller(student, teacher, alpha=0.0)
+    distiller.compile(loss="binary_crossentropy")
+    logs = distiller.evaluate(x, one_hot, verbose=0, return_dict=True)
+    s = keras.ops.convert_to_numpy(student(x)).astype("float64")
+    bce = np.mean(np.logaddexp(0.0, s) - one_hot * s, axis=-1)  # from logits
+    assert logs["hard_loss"] == pytest.approx(np.mean(bce), rel=1e-4)
+
+
+def test_a_loss_function_expecting_probabilities_is_refused():
+    distiller = Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"))
+    with pytest.raises(ValueError, match="from_logits=True"):
+        distiller.compile(loss=keras.losses.categorical_crossentropy)
+
+
+def test_integer_one_hot_labels_with_categorical_loss():
+    teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
+    x, y = _data(32)
+    distiller = Distiller(student, teacher, temperature=3.0, alpha=0.7)
+    distiller.compile(loss="categorical_crossentropy")
+    as_ints = distiller.evaluate(x, np.eye(CLASSES, dtype="int32")[y], verbose=0)
+    as_floats = distiller.evaluate(x, np.eye(CLASSES, dtype="float32")[y], verbose=0)
+    assert as_ints == pytest.approx(as_floats, rel=1e-6)
+
+
+def test_student_output_of_rank_three_is_refused():
+    student = keras.Sequential(
+        [keras.Input((3, FEATURES)), keras.layers.Dense(CLASSES)], name="per_step"
+    )
+    x = np.zeros((8, 3, FEATURES), "float32")
+    distiller = Distiller(student, None, temperature=2.0)
+    distiller.compile()
+    batch = {"inputs": x, "teacher_logits": np.zeros((8, 3, CLASSES), "float32")}
+    with pytest.raises(ValueError, match=r"\(batch, classes\) logits"):
+        distiller.fit(batch, np.zeros((8, 3), "int32"), verbose=0)
+
+
+def test_alpha_one_leaves_the_hard_term_out_of_the_loss():
+    teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
+    x, y = _data(32)
+    soft, _, _ = _numpy_terms(teacher, student, x, y, 3.0)
+
+    def undefined_hard_loss(labels, logits):  # 0 * NaN would spoil the loss
+        return tf.fill(tf.shape(logits)[:1], np.float32("nan"))
+
+    distiller = Distiller(student, teacher, temperature=3.0, alpha=1.0)
+    distiller.compile(loss=undefined_hard_loss)
+    logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(np.mean(soft), rel=1e-4)
+    assert np.isnan(logs["hard_loss"])  # still logged, as it is
+
+
+def test_config_keeps_the_dtype_policy():
+    distiller = Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"), dtype="mixed_float16")
+    clone = Distiller.from_config(distiller.get_config())
+    assert clone.dtype_policy.name == "mixed_float16"
+    clone.compile(optimizer="adam")
+    assert isinstance(clone.optimizer, keras.optimizers.LossScaleOptimizer)

@@ -161,3 +161,13 @@ def test_train_ensemble_members_differ_by_seed_and_get_their_kwargs():
     assert not np.allclose(first, second)
     with pytest.raises(ValueError, match="`seeds` has 1 entries but `n_members` is 2"):
         train_ensemble(build, 2, x, y, seeds=[1])
+
+
+def test_member_data_order_is_shuffled_for_dict_inputs():
+    from keras_kd.teachers import _as_dataset
+
+    x = {"features": np.arange(64, dtype="float32")[:, None]}
+    y = np.arange(64)
+    order = np.concatenate([b.numpy() for _, b in _as_dataset(x, y, 16, shuffle_seed=3)])
+    assert sorted(order.tolist()) == list(range(64))
+    assert order.tolist() != list(range(64))  # a buffer of one would keep the order
