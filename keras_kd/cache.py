@@ -76,7 +76,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.distiller import INPUTS, TEACHER_LOGITS, TEACHER_TEMPERATURE, ends_in_softmax
+from keras_kd.distiller import (
+    INPUTS,
+    TEACHER_LOGITS,
+    TEACHER_TEMPERATURE,
+    ends_in_softmax,
+)
 from keras_kd.teachers import TeacherEnsemble, combine_logits
 
 FORMAT = "keras_kd.teacher_cache"
