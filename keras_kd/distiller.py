@@ -162,6 +162,13 @@ class Distiller(keras.Model):
     The student must output `(batch, classes)` logits; with `alpha` 0 or 1 the
     unused term is logged but does not enter the loss.
 
+    Checks of values (teacher outputs with NaN/Inf, probabilities given as
+    logits, a cached ensemble combined at another temperature) run inside the
+    compiled step and surface from `fit`/`evaluate` as a `ValueError`. XLA
+    compiles such assertions away: with `jit_compile=True`, which Keras picks
+    by default on a GPU, they do not run, so compile with `jit_compile=False`
+    for a first run on new data or a new teacher.
+
     Example:
 
     ```python
