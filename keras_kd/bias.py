@@ -51,6 +51,11 @@ def output_dense(model: keras.Model) -> keras.layers.Dense:
     >>> output_dense(model).units
     3
     """
+    if hasattr(model, "student") and hasattr(model, "teacher"):
+        raise ValueError(
+            "Got a Distiller (or another teacher/student wrapper), whose last layer "
+            "may be the teacher. Pass its `.student`."
+        )
     layer = model.layers[-1] if getattr(model, "layers", None) else None
     if isinstance(layer, keras.Model):
         return output_dense(layer)
@@ -58,6 +63,17 @@ def output_dense(model: keras.Model) -> keras.layers.Dense:
         raise ValueError(
             f"The model's last layer is {type(layer).__name__}, not a Dense layer, so "
             "there is no class bias to shift. Bias correction needs a model ending in "
+            "Dense(num_classes)."
+        )
+    try:  # a functional model may transform the Dense output further
+        final = layer.output is model.outputs[0]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        final = True  # no single symbolic output to compare (e.g. subclassed)
+    if not final:
+        raise ValueError(
+            f"The model's output is not the output of its last Dense layer "
+            f"{layer.name!r} (an operation follows it), so shifting that layer's bias "
+            "would not shift the logits by the same amount. End the model in "
             "Dense(num_classes)."
         )
     if not layer.use_bias:

@@ -344,6 +344,8 @@ def configure(
         raise ValueError(
             f"`per_replica_batch_size` must be > 0, got {per_replica_batch_size!r}."
         )
+    # Validated before the strategy and the dtype policy (global side effects).
+    scaled_learning_rate(base_lr, int(per_replica_batch_size), base_batch_size)
     chosen = make_strategy(strategy)
     name = resolve_strategy_name(strategy)
     policy = set_precision(precision)

@@ -67,12 +67,15 @@ def _check_student(student) -> None:
         raise ValueError(
             f"`student` must be a keras.Model, got {type(student).__name__}."
         )
-    if len(student.inputs or ()) != 1 or len(student.outputs or ()) != 1:
+    try:  # subclassed and unbuilt models have no (or a raising) `inputs`
+        inputs, outputs = student.inputs or (), student.outputs or ()
+    except AttributeError:
+        inputs = outputs = ()
+    if len(inputs) != 1 or len(outputs) != 1:
         raise ValueError(
             "`student` must be a built model with one input and one output (logits); "
-            f"got {len(student.inputs or ())} input(s) and "
-            f"{len(student.outputs or ())} output(s). Call the model on data or wrap "
-            "it in a functional keras.Model first."
+            f"got {len(inputs)} input(s) and {len(outputs)} output(s). Call the model "
+            "on data or wrap it in a functional keras.Model first."
         )
 
 
@@ -102,7 +105,11 @@ def export_saved_model(student: keras.Model, path: str | os.PathLike) -> Path:
 
 
 def _calibration_rows(data, count: int, seed: int) -> np.ndarray:
-    """Up to `count` randomly drawn input rows from an array or a tf.data dataset."""
+    """Up to `count` randomly drawn input rows from an array or a tf.data dataset.
+
+    From a dataset, the draw is among its first `count` or more rows: shuffle a
+    class-sorted dataset before passing it.
+    """
     if isinstance(data, tf.data.Dataset):
         rows, total = [], 0
         for element in data:
@@ -205,7 +212,10 @@ def convert_to_tflite(
         except Exception as error:  # ConverterError and friends
             raise _conversion_error(quantization, "".join(log) + str(error)) from None
     runner = TFLiteRunner(flatbuffer)
-    example = np.zeros((1, *runner.input_shape[1:]), runner.input_dtype_float)
+    # Dynamic axes (-1 in the signature) are tried at length 1.
+    example = np.zeros(
+        (1, *(max(int(d), 1) for d in runner.input_shape[1:])), runner.input_dtype_float
+    )
     try:
         runner.predict(example)
     except (RuntimeError, ValueError) as error:
@@ -258,12 +268,12 @@ class TFLiteRunner:
         )
         self._batch = None
 
-    def _resize(self, batch: int) -> None:
-        if batch != self._batch:
-            shape = [batch, *self._input["shape"][1:]]
-            self.interpreter.resize_tensor_input(self._input["index"], shape)
+    def _resize(self, shape: tuple) -> None:
+        """Fits the input tensor to a batch's whole shape (dynamic axes too)."""
+        if shape != self._batch:
+            self.interpreter.resize_tensor_input(self._input["index"], list(shape))
             self.interpreter.allocate_tensors()
-            self._batch = batch
+            self._batch = shape
 
     def _quantise(self, x: np.ndarray) -> np.ndarray:
         dtype = self._input["dtype"]
@@ -281,7 +291,7 @@ class TFLiteRunner:
         return (y.astype(np.float32) - zero) * scale
 
     def _invoke(self, batch: np.ndarray) -> np.ndarray:
-        self._resize(len(batch))
+        self._resize(tuple(batch.shape))
         self.interpreter.set_tensor(self._input["index"], self._quantise(batch))
         self.interpreter.invoke()
         return self._dequantise(self.interpreter.get_tensor(self._output["index"]))
@@ -365,17 +375,32 @@ def parity_metrics(reference, exported, y=None) -> dict:
         "top1_agreement": float(np.mean(reference.argmax(-1) == exported.argmax(-1))),
     }
     if y is not None:
-        labels = np.asarray(y).reshape(-1)
+        labels = _class_ids(y, len(exported), exported.shape[-1])
         metrics["accuracy"] = float(np.mean(exported.argmax(-1) == labels))
     return metrics
 
 
+def _class_ids(y, examples: int, classes: int) -> np.ndarray:
+    """Integer labels from integer or one-hot `y`, one per example."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[-1] == classes and classes > 1:
+        y = y.argmax(-1)
+    y = y.reshape(-1)
+    if len(y) != examples:
+        raise ValueError(
+            f"`y_test` has {len(y)} labels for {examples} examples; give one integer "
+            "label (or one one-hot row) per example."
+        )
+    return y
+
+
 def _saved_model_predict(path: Path, x: np.ndarray, batch_size: int = 256):
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    (name,) = serve.structured_input_signature[1].keys()
+    ((name, spec),) = serve.structured_input_signature[1].items()
 
     def call(batch):
-        (output,) = serve(**{name: tf.constant(batch)}).values()
+        # The signature accepts its own dtype only (float64 arrays are common).
+        (output,) = serve(**{name: tf.constant(batch, dtype=spec.dtype)}).values()
         return output.numpy()
 
     outputs = np.concatenate(
@@ -406,7 +431,8 @@ def export_student(
         student: The trained student (one input, one output of logits).
         output_dir: Folder to write into (created).
         x_test: Held-out inputs (array) for the parity report.
-        y_test: Their integer labels (array), or `None` to skip accuracy.
+        y_test: Their labels (integer ids or one-hot rows), or `None` to skip
+            accuracy.
         representative_data: Transfer-set inputs (array or tf.data dataset)
             for full-integer calibration; needed for `"tflite_int8"`.
         formats: Any of `FORMATS`.
@@ -452,7 +478,8 @@ def export_student(
     reference = np.asarray(student.predict(x_test, batch_size=256, verbose=0), np.float32)
     keras_accuracy = None
     if y_test is not None:
-        keras_accuracy = float(np.mean(reference.argmax(-1) == np.asarray(y_test).reshape(-1)))
+        labels = _class_ids(y_test, len(reference), reference.shape[-1])
+        keras_accuracy = float(np.mean(reference.argmax(-1) == labels))
     float32_size = len(flatbuffers["tflite_float32"]) if "tflite_float32" in flatbuffers else None
     results = {}
     for name in formats:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 
 import keras
@@ -68,10 +69,10 @@ def warmup_cosine(
 
 
 def _all_layers(model):
-    """Every layer inside `model`, nested models included."""
-    for layer in getattr(model, "layers", []):
-        yield layer
-        yield from _all_layers(layer)
+    """Every layer inside `model` once: nested models and wrappers included."""
+    # `_flatten_layers` also walks wrappers (TimeDistributed, Bidirectional)
+    # and custom layers holding layers, which `.layers` does not.
+    return model._flatten_layers(include_self=False, recursive=True)
 
 
 def set_batchnorm_momentum(model: keras.Model, momentum: float) -> int:
@@ -194,7 +195,15 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self.step = 0
         if os.path.exists(self._training_metadata_path):
             with open(self._training_metadata_path) as handle:
-                self.step = int(json.load(handle).get("step", 0))
+                metadata = json.load(handle)
+            if "step" not in metadata:
+                raise ValueError(
+                    f"The backup in {self.backup_dir} does not record its step (a "
+                    "plain keras BackupAndRestore wrote it), so the data stream "
+                    "cannot resume where the weights are. Delete that folder to "
+                    "start again."
+                )
+            self.step = int(metadata["step"])
         return self.step
 
     def on_train_begin(self, logs=None):
@@ -213,16 +222,30 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         self._save_model()
 
     def _save_model(self):
-        super()._save_model()
-        with open(self._training_metadata_path, "w") as handle:
-            json.dump(
-                {
-                    "epoch": self._current_epoch,
-                    "batch": self._last_batch_seen,
-                    "step": self.step,
-                },
-                handle,
-            )
+        # Keras' own save writes the files in place; here each file is written
+        # under a temporary name and renamed, so a kill leaves the previous
+        # backup or the new one, never a truncated file or one without `step`.
+        os.makedirs(self.backup_dir, exist_ok=True)
+        if self.double_checkpoint:
+            for path, previous in (
+                (self._weights_path, self._prev_weights_path),
+                (self._training_metadata_path, self._prev_training_metadata_path),
+            ):
+                if os.path.exists(path):
+                    shutil.copyfile(path, previous + ".tmp")
+                    os.replace(previous + ".tmp", previous)
+        incoming = os.path.join(self.backup_dir, "incoming.weights.h5")
+        self.model.save_weights(incoming, overwrite=True)
+        os.replace(incoming, self._weights_path)
+        metadata = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "step": self.step,
+        }
+        temporary = self._training_metadata_path + ".tmp"
+        with open(temporary, "w") as handle:
+            json.dump(metadata, handle)
+        os.replace(temporary, self._training_metadata_path)
 
 
 def build_before_fit(model: keras.Model, dataset: tf.data.Dataset) -> None:

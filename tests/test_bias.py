@@ -132,3 +132,17 @@ def test_choice_applied_to_a_model_gives_the_chosen_accuracy():
     predicted = np.argmax(model.predict(x, verbose=0), axis=1)
     assert np.mean(predicted == labels) == pytest.approx(choice.accuracy)
     assert choice.accuracy > choice.unshifted_accuracy
+
+
+def test_output_dense_refuses_a_distiller_and_a_transformed_output():
+    import keras_kd
+
+    student = small_model(0)
+    distiller = keras_kd.Distiller(student, small_model(1), temperature=2.0)
+    with pytest.raises(ValueError, match=r"Pass its `\.student`"):
+        output_dense(distiller)
+    assert output_dense(student) is student.layers[-1]
+    inputs = keras.Input((4,))
+    scaled = keras.Model(inputs, keras.layers.Dense(3)(inputs) * 2.0)
+    with pytest.raises(ValueError, match="an operation follows it"):
+        output_dense(scaled)

@@ -118,3 +118,38 @@ def test_bad_arguments_are_refused(problem, tmp_path):
         export.convert_to_tflite(student, "float16")
     with pytest.raises(ValueError, match="must match"):
         export.parity_metrics(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_float64_inputs_and_one_hot_labels_are_accepted(problem, tmp_path):
+    student, _, x_test, y_test = problem
+    one_hot = np.eye(3, dtype="float32")[y_test]
+    results = export.export_student(
+        student, tmp_path, x_test=x_test.astype("float64"), y_test=one_hot,
+        formats=["saved_model", "tflite_float32"], latency_examples=5,
+    )  # fmt: skip
+    accuracy = np.mean(student.predict(x_test, verbose=0).argmax(-1) == y_test)
+    for name in ("saved_model", "tflite_float32"):
+        assert results[name]["top1_agreement"] == 1.0
+        assert results[name]["accuracy"] == pytest.approx(accuracy)
+    with pytest.raises(ValueError, match="labels for"):
+        export.parity_metrics(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros(5))
+
+
+def test_dynamic_input_length_exports_and_runs(tmp_path):
+    inputs = keras.Input((None, 2))
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Dense(4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(pooled))
+    x = np.random.default_rng(0).normal(size=(6, 5, 2)).astype("float32")
+    results = export.export_student(
+        model, tmp_path, x_test=x, formats=["tflite_float32"], latency_examples=3
+    )
+    assert results["tflite_float32"]["max_abs_logit_diff"] < 1e-4
+
+
+def test_subclassed_student_gets_the_functional_hint():
+    class Subclassed(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="wrap it in a functional keras.Model"):
+        export.export_student(Subclassed(), "unused", x_test=np.zeros((1, 2)))

@@ -152,3 +152,35 @@ def test_batchnorm_momentum_is_set_in_nested_models_and_validated():
     assert training.batchnorm_momenta(outer) == [0.9]
     with pytest.raises(ValueError, match="momentum"):
         training.set_batchnorm_momentum(outer, 1.0)
+
+
+def test_batchnorm_inside_wrappers_is_found_once():
+    shared = keras.layers.BatchNormalization(momentum=0.999)
+    frames = keras.Input((3, 4))
+    wrapped = keras.layers.TimeDistributed(
+        keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), shared])
+    )(frames)
+    model = keras.Model(frames, shared(keras.layers.Flatten()(wrapped)[:, :4]))
+    assert training.set_batchnorm_momentum(model, 0.9) == 1  # shared: counted once
+    assert shared.momentum == 0.9
+
+
+def test_backup_without_a_step_is_refused(data, tmp_path):
+    model, make_dataset = make_run(data)
+    training.fit_resumable(
+        model, make_dataset, epochs=1, steps_per_epoch=STEPS,
+        backup_dir=tmp_path / "b", save_freq=SAVE_FREQ, verbose=0,
+    )  # fmt: skip
+    path = tmp_path / "b" / "training_metadata.json"
+    assert sorted(tmp_path.joinpath("b").iterdir()) == sorted(
+        tmp_path / "b" / name
+        for name in ("latest.weights.h5", "latest.weights.h5.bkp",
+                     "training_metadata.json", "training_metadata.json.bkp")
+    )  # fmt: skip  (no temporary files left behind)
+    path.write_text(json.dumps({"epoch": 0, "batch": 2}))  # a plain BackupAndRestore's
+    again, make_dataset = make_run(data)
+    with pytest.raises(ValueError, match="does not record its step"):
+        training.fit_resumable(
+            again, make_dataset, epochs=2, steps_per_epoch=STEPS,
+            backup_dir=tmp_path / "b", save_freq=SAVE_FREQ, verbose=0,
+        )  # fmt: skip
