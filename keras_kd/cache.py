@@ -350,7 +350,7 @@ def build_teacher_cache(
         )
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}, got {dtype!r}.")
-    _augment_name(augment)
+    augment_name = _augment_name(augment)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -384,7 +384,7 @@ def build_teacher_cache(
         "stream_kind": stream_kind,
         "mean": mean,
         "views": int(views),
-        "augment": _augment_name(augment),
+        "augment": augment_name,
         "seed": int(seed),
         "dtype": dtype,
     }

@@ -579,8 +579,7 @@ class Distiller(keras.Model):
                 tf.reduce_sum(self._weighted(total, weight)), global_size
             )
             regularization = self._regularization()
-            if self.student.losses:
-                loss += regularization / self._num_replicas()
+            loss += regularization / self._num_replicas()
             scaled_loss = self.optimizer.scale_loss(loss)
         variables = self.student.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
