@@ -29,7 +29,11 @@ import tensorflow as tf
 def warmup_cosine(
     peak_lr: float, total_steps: int, warmup_steps: int = 0
 ) -> keras.optimizers.schedules.LearningRateSchedule:
-    """Linear warm-up from 0 to `peak_lr`, then cosine decay to 0.
+    """Linear warm-up to `peak_lr`, then cosine decay to 0.
+
+    During the warm-up step `s` (from 0) uses `peak_lr * (s + 1) / (warmup_steps
+    + 1)`, so the first step already learns and step `warmup_steps` is at the
+    peak; the cosine decay then runs over the remaining steps.
 
     Args:
         peak_lr: Learning rate at the end of the warm-up.
@@ -61,7 +65,7 @@ def warmup_cosine(
     if warmup_steps == 0:
         return keras.optimizers.schedules.CosineDecay(peak_lr, total_steps)
     return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0,
+        initial_learning_rate=peak_lr / (warmup_steps + 1),
         decay_steps=total_steps - warmup_steps,
         warmup_target=peak_lr,
         warmup_steps=warmup_steps,
