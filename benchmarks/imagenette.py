@@ -7,19 +7,25 @@ of epochs for every student:
 - ``teacher``: a ``keras.applications`` teacher (ResNet50 by default, ``--teacher``
   picks a smaller one) trained from scratch for ``--teacher-epochs``;
 - ``scratch-s<seed>``: the MobileNetV2 student on hard labels, one run per seed;
-- ``cached-s<seed>``: the student distilled with ``keras_kd.Distiller`` from cached
-  teacher logits of ``--views`` augmented views per image (``keras_kd.cache``), one
-  run per seed: the teacher runs once, not at every step;
-- ``kd-s<seed>``: the student distilled online with ``keras_kd.Distiller``, first
-  seed only (online runs pay a teacher forward pass per step), to compare with the
-  cached run of the same seed (wall time per epoch, accuracy) and with the peer;
-- ``peer-s<seed>``: the student distilled with ``keras.distillation.Distiller``
-  (``LogitsDistillation(temperature=T, loss=KLDivergence())``, which scales by T^2,
-  ``student_loss_weight = 1 - alpha``), first seed only.
+- ``cached-T<T>-a<alpha>-s<seed>``: the student distilled with
+  ``keras_kd.Distiller`` from cached teacher logits of ``--views`` augmented views
+  per image (``keras_kd.cache``), one run per seed: the teacher runs once, not at
+  every step;
+- ``kd-T<T>-a<alpha>-s<seed>``: the student distilled online with
+  ``keras_kd.Distiller``, first seed only (online runs pay a teacher forward pass
+  per step), to compare with the cached run of the same seed (wall time per epoch,
+  accuracy) and with the peer;
+- ``peer-T<T>-a<alpha>-s<seed>``: the student distilled with
+  ``keras.distillation.Distiller`` (``LogitsDistillation(temperature=T,
+  loss=KLDivergence())``, which scales by T^2, ``student_loss_weight = 1 - alpha``),
+  first seed only.
 
-Runs of one kind can be done in separate invocations (``--runs teacher`` first,
-say): a finished run is reused when the settings it depends on are unchanged (the
-teacher does not depend on the student flags).
+Runs can be done in separate invocations (``--runs teacher`` first, say): a finished
+run is reused when the settings it depends on are unchanged. The teacher does not
+depend on the student flags, nor the scratch students on T and alpha, so a sweep
+over ``--temperature`` / ``--alpha`` in the same ``--out-dir`` trains only the
+distilled runs of each new setting. Every invocation rewrites the summary from its
+own runs; rerun a command (nothing is retrained) to get its summary back.
 
 The models, recipe and input pipeline are the ImageNet example's
 (examples/imagenet/distill_imagenet.py, imported from its file), the training loop
@@ -90,10 +96,16 @@ QUICK = {
 NOT_IN_CONFIG = (
     "data_dir", "out_dir", "verbose", "save_freq", "quick", "cache_mb", "runs", "seeds",
 )  # fmt: skip
-# Flags the teacher run does not depend on: changing them keeps a trained teacher.
-STUDENT_ONLY = (
-    "epochs", "student_width", "temperature", "alpha", "views", "cache_source_size",
-)
+# Flags a kind of run does not depend on: changing them reuses its finished runs
+# (a trained teacher serves every student schedule, the scratch students every T).
+CACHE_ONLY = ("views", "cache_source_size")
+IGNORED_BY = {
+    "teacher": ("epochs", "student_width", "temperature", "alpha", *CACHE_ONLY),
+    "scratch": ("temperature", "alpha", *CACHE_ONLY),
+    "kd": CACHE_ONLY,
+    "peer": CACHE_ONLY,
+    "cached": (),
+}
 
 
 def load_example():
@@ -340,9 +352,7 @@ class Bench:
 
     def run_config(self, kind: str) -> dict:
         """The settings a run of this kind depends on (compared on resume)."""
-        if kind != "teacher":
-            return self.config
-        return {k: v for k, v in self.config.items() if k not in STUDENT_ONLY}
+        return {k: v for k, v in self.config.items() if k not in IGNORED_BY[kind]}
 
     def run(self, name: str, kind: str, seed: int) -> dict:
         run_dir = self.root / name
@@ -350,7 +360,7 @@ class Bench:
         config = json.loads(json.dumps(self.run_config(kind)))
         if result_path.exists():
             result = json.loads(result_path.read_text())
-            if result["config"] != config:
+            if not same_settings(result["config"], config):
                 raise ValueError(
                     f"{result_path} was made with other settings; use another "
                     "--out-dir (or delete that run) to change the schedule."
@@ -359,7 +369,9 @@ class Bench:
             return result
         run_dir.mkdir(parents=True, exist_ok=True)
         config_path = run_dir / "config.json"
-        if config_path.exists() and json.loads(config_path.read_text()) != config:
+        if config_path.exists() and not same_settings(
+            json.loads(config_path.read_text()), config
+        ):
             raise ValueError(
                 f"{run_dir} holds a partial run with other settings; use another "
                 "--out-dir (or delete that folder)."
@@ -458,6 +470,7 @@ class Bench:
             "top1": float(scores["top1"]),
             "top5": float(scores["top5"]),
             "seconds_per_epoch": statistics.median(full) if full else math.nan,
+            "epoch_seconds": full,
             "val_top1_curve": [records[e].get("val_top1") for e in sorted(records)],
             "config": config,
             **extra,
@@ -485,7 +498,7 @@ class Bench:
         size = self.args.cache_source_size
         x, y = decode_training_images(self.data.train, size)
         augment = crop_augment(ns.image_size)
-        directory = self.root / "teacher-cache"
+        directory = self.root / f"teacher-cache-K{self.args.views}-{size}px"
         start = time.perf_counter()
         cache = kd_cache.build_teacher_cache(
             teacher,
@@ -568,13 +581,24 @@ def summarize(results: list[dict], args) -> list[dict]:
                 "top-1 per seed": " / ".join(f"{v:.2f}" for v in top1),
                 "top-5 % (mean)": statistics.fmean(top5),
                 "s / epoch": statistics.fmean(r["seconds_per_epoch"] for r in group),
+                "fastest epoch s": statistics.fmean(fastest_epoch(r) for r in group),
             }
         )
     return rows
 
 
+def fastest_epoch(result: dict) -> float:
+    """A run's fastest training epoch in seconds: the speed least disturbed by
+    other load on the machine (the median is also reported)."""
+    return min(result["epoch_seconds"], default=math.nan)
+
+
 def criteria(results: list[dict]) -> list[dict]:
-    """Issue 10's targets, judged on the runs at hand (those present)."""
+    """Issue 10's targets, judged on the runs at hand (those present).
+
+    Speed ratios compare fastest epochs: on a shared machine some epochs run
+    slower for reasons outside the run, and the minimum is the robust estimate.
+    """
     by_kind: dict[str, list[dict]] = {}
     for r in results:
         by_kind.setdefault(r["kind"], []).append(r)
@@ -604,13 +628,13 @@ def criteria(results: list[dict]) -> list[dict]:
         diff = 100 * (kd[0]["top1"] - peer[0]["top1"])
         rows.append(row("keras_kd online - keras.distillation, top-1 points (same seed)",
                         f"{diff:+.2f}", diff >= -0.3, ">= -0.3"))  # fmt: skip
-        ratio = kd[0]["seconds_per_epoch"] / peer[0]["seconds_per_epoch"]
-        rows.append(row("keras_kd online / keras.distillation, s per epoch",
+        ratio = fastest_epoch(kd[0]) / fastest_epoch(peer[0])
+        rows.append(row("keras_kd online / keras.distillation, fastest epoch s",
                         f"{ratio:.3f}", ratio <= 1.0, "<= 1.0"))  # fmt: skip
     if kd and cached:
         same_seed = [r for r in cached if r["seed"] == kd[0]["seed"]] or cached
-        ratio = kd[0]["seconds_per_epoch"] / same_seed[0]["seconds_per_epoch"]
-        rows.append(row("online / cached keras_kd, s per epoch", f"{ratio:.2f}",
+        ratio = fastest_epoch(kd[0]) / fastest_epoch(same_seed[0])
+        rows.append(row("online / cached keras_kd, fastest epoch s", f"{ratio:.2f}",
                         ratio >= 2.0, ">= 2"))  # fmt: skip
         diff = 100 * (same_seed[0]["top1"] - kd[0]["top1"])
         rows.append({"criterion": "cached - online keras_kd, top-1 points (same seed)",
@@ -656,6 +680,7 @@ def write_reports(results: list[dict], bench: Bench) -> str:
 
 
 def plan(args) -> list[tuple[str, str, int]]:
+    """`(run name, kind, seed)` of every run of the invocation, in order."""
     runs = []
     students = [k for k in ("scratch", "kd", "peer", "cached") if k in args.runs]
     if "teacher" in args.runs or any(k != "scratch" for k in students):
@@ -663,8 +688,19 @@ def plan(args) -> list[tuple[str, str, int]]:
     for kind in students:
         # Online runs pay a teacher forward pass per step: first seed only.
         seeds = args.seeds if kind in ("scratch", "cached") else args.seeds[:1]
-        runs += [(f"{kind}-s{seed}", kind, seed) for seed in seeds]
+        # Distilled runs are named by T and alpha, so a sweep adds runs beside them.
+        tag = "" if kind == "scratch" else f"-T{args.temperature:g}-a{args.alpha:g}"
+        runs += [(f"{kind}{tag}-s{seed}", kind, seed) for seed in seeds]
     return runs
+
+
+def same_settings(stored: dict, wanted: dict) -> bool:
+    """Whether a run stored with `stored` settings is the run `wanted` asks for.
+
+    Only the settings the run depends on are compared: runs stored before a
+    setting was dropped from their kind's list still match.
+    """
+    return {k: stored.get(k) for k in wanted} == wanted
 
 
 def main(argv=None) -> list[dict]:

@@ -38,13 +38,13 @@ def test_quick_benchmark_reports_every_run_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
 
     assert [r["run"] for r in results] == [
-        "teacher", "scratch-s0", "kd-s0", "peer-s0", "cached-s0"
+        "teacher", "scratch-s0", "kd-T4-a0.9-s0", "peer-T4-a0.9-s0", "cached-T4-a0.9-s0"
     ]  # fmt: skip
     for r in results:
         # 2 classes: top-5 is top-2, so 100 %; 2 x 4 validation images scored.
         assert 0.0 <= r["top1"] <= r["top5"] == 1.0
         assert r["epochs"] == 1 and len(r["val_top1_curve"]) == 1
-        assert 0.0 < r["seconds_per_epoch"] < 600
+        assert 0.0 < min(r["epoch_seconds"]) <= r["seconds_per_epoch"] < 600
         assert r["config"]["classes"] == ["n01440764", "n02102040"]
         assert r["config"]["train_images"] == 16
         assert list((out / r["run"] / "tensorboard").rglob("events.out.tfevents*"))
@@ -85,9 +85,23 @@ def test_quick_benchmark_reports_every_run_and_resumes(tmp_path, capsys):
     assert (out / "scratch-s0" / "epochs.jsonl").read_text() == epochs_before
     assert [r["top1"] for r in again] == [r["top1"] for r in results]
 
-    # Another schedule in the same folder is refused rather than mixed in.
+    # Another student schedule in the same folder is refused rather than mixed in.
     with pytest.raises(ValueError, match="other settings"):
-        main([*argv, "--temperature", "2"])
+        main([*argv, "--epochs", "2"])
+    capsys.readouterr()
+
+    # A temperature sweep reuses the teacher, the scratch student and the cache,
+    # and trains only the distilled run of the new setting, beside the first.
+    shards = {f: f.stat().st_mtime_ns for f in (out / "teacher-cache-K2-40px").glob("*")
+              if f.name not in ("manifest.json", "build_seconds.json")}  # fmt: skip
+    sweep = main([*argv, "--runs", "scratch,cached", "--temperature", "2"])
+    printed = capsys.readouterr().out
+    assert [r["run"] for r in sweep] == ["teacher", "scratch-s0", "cached-T2-a0.9-s0"]
+    assert printed.count("finished earlier") == 2
+    assert shards and all(f.stat().st_mtime_ns == t for f, t in shards.items())
+    assert sweep[1]["top1"] == results[1]["top1"]
+    assert sweep[2]["config"]["temperature"] == 2.0
+    assert (out / "cached-T4-a0.9-s0" / "result.json").exists()
 
     # The teacher does not depend on student flags: it is reused, not refused.
     again = main([*argv, "--runs", "teacher", "--temperature", "2", "--epochs", "3"])
