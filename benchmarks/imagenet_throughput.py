@@ -14,12 +14,17 @@ Measures, in images per second:
      every step;
    - `distill-cached`: the `Distiller` fed precomputed teacher logits (no teacher
      forward), the replay of `keras_kd.cache`;
+   - `distill-peer`: `keras.distillation.Distiller` with the same teacher, configured
+     as the peer of issue 10 (`LogitsDistillation(T, KLDivergence())`,
+     `student_loss_weight = 1 - alpha`), to compare with `distill-online`;
    for each `--precisions` entry and on every strategy in `--strategies`.
 
-Each step measurement runs `--warmup-steps` steps first (tracing included), then
-times `--steps` steps. Besides images per wall-clock second it reports images per
-CPU-second of this process (`time.process_time`), which depends less on other
-programs sharing the machine. Writes `throughput.json` and `throughput.md` into
+All models of a strategy and precision are built and warmed up first
+(`--warmup-steps` steps each, tracing included); then `--rounds` rounds each time
+`--steps` steps of every model in turn, so a change of load on the machine hits all
+of them alike, and each row reports the median over the rounds. Besides images per
+wall-clock second it reports images per CPU-second of this process
+(`time.process_time`), which depends less on other programs sharing the machine. Writes `throughput.json` and `throughput.md` into
 `--out-dir` (default `benchmarks/runs/imagenet_throughput`) and prints the table.
 
 Example:
@@ -33,6 +38,7 @@ import argparse
 import datetime
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -47,7 +53,7 @@ import keras_kd  # noqa: E402
 from keras_kd import distribute, reports, training  # noqa: E402
 from keras_kd.datasets import imagenet  # noqa: E402
 
-STEP_KINDS = ("student", "distill-online", "distill-cached")
+STEP_KINDS = ("student", "distill-online", "distill-cached", "distill-peer")
 
 
 def parse_args(argv=None):
@@ -61,7 +67,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=32, help="per replica")
     parser.add_argument("--pipeline-batches", type=int, default=20)
     parser.add_argument("--warmup-steps", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="steps per round")
+    parser.add_argument("--rounds", type=int, default=1, help="timed rounds per model")
     parser.add_argument("--student-width", type=float, default=1.0)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument(
@@ -157,6 +164,19 @@ def build(kind, args, setup):
                 optimizer=optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             )
+        elif kind == "distill-peer":
+            model = keras.distillation.Distiller(
+                teacher=application(keras.applications.ResNet50),
+                student=student,
+                distillation_losses=keras.distillation.LogitsDistillation(
+                    temperature=4.0, loss=keras.losses.KLDivergence()
+                ),
+                student_loss_weight=0.1,
+            )
+            model.compile(
+                optimizer=optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
         else:
             teacher = None
             if kind == "distill-online":
@@ -181,31 +201,38 @@ def step_rows(args):
             setup = distribute.configure(
                 strategy, precision=precision, per_replica_batch_size=args.batch_size
             )
+            keras.backend.clear_session()
+            models, warmup = {}, {}
             for kind in args.kinds:
-                keras.backend.clear_session()
-                model, dataset = build(kind, args, setup)
+                models[kind] = build(kind, args, setup)
                 start = time.perf_counter()
-                model.fit(
-                    dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0
-                )
-                warmup = time.perf_counter() - start
-                start, cpu_start = time.perf_counter(), time.process_time()
-                model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=1)
-                seconds = time.perf_counter() - start
-                cpu_seconds = time.process_time() - cpu_start
-                images = args.steps * setup.global_batch_size
+                model, dataset = models[kind]
+                model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0)
+                warmup[kind] = time.perf_counter() - start
+            timings = {kind: [] for kind in args.kinds}
+            for round_index in range(args.rounds):
+                for kind, (model, dataset) in models.items():
+                    start, cpu_start = time.perf_counter(), time.process_time()
+                    model.fit(dataset, steps_per_epoch=args.steps, epochs=1, verbose=0)
+                    timings[kind].append(
+                        (time.perf_counter() - start, time.process_time() - cpu_start)
+                    )
+                    print(f"round {round_index + 1}/{args.rounds} {kind}: "
+                          f"{timings[kind][-1][0]:.2f} s", flush=True)  # fmt: skip
+            images = args.steps * setup.global_batch_size
+            for kind, times in timings.items():
                 rows.append(
                     {
                         "measure": f"train step {kind}",
                         "precision": setup.precision,
                         "replicas": setup.replicas,
-                        "images_per_s": images / seconds,
-                        "images_per_cpu_s": images / cpu_seconds,
-                        "images": images,
-                        "warmup_s": warmup,
+                        "images_per_s": images / statistics.median(t for t, _ in times),
+                        "images_per_cpu_s": images
+                        / statistics.median(c for _, c in times),
+                        "images": images * args.rounds,
+                        "warmup_s": warmup[kind],
                     }
                 )
-                print(rows[-1], flush=True)
     keras.mixed_precision.set_dtype_policy("float32")
     return rows
 
@@ -222,6 +249,7 @@ def main(argv=None):
         "image_size": args.image_size,
         "batch_per_replica": args.batch_size,
         "steps": args.steps,
+        "rounds": args.rounds,
         "student_width": args.student_width,
         "classes": args.classes,
         "devices": devices,
