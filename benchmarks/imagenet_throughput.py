@@ -24,8 +24,8 @@ All models of a strategy and precision are built and warmed up first
 `--steps` steps of every model in turn, so a change of load on the machine hits all
 of them alike, and each row reports the median over the rounds. Besides images per
 wall-clock second it reports images per CPU-second of this process
-(`time.process_time`), which depends less on other programs sharing the machine. Writes `throughput.json` and `throughput.md` into
-`--out-dir` (default `benchmarks/runs/imagenet_throughput`) and prints the table.
+(`time.process_time`), which depends less on other programs sharing the machine.
+Writes `throughput.json` and `throughput.md` into `--out-dir` (default `benchmarks/runs/imagenet_throughput`) and prints the table.
 
 Example:
 
@@ -54,6 +54,7 @@ from keras_kd import distribute, reports, training  # noqa: E402
 from keras_kd.datasets import imagenet  # noqa: E402
 
 STEP_KINDS = ("student", "distill-online", "distill-cached", "distill-peer")
+TEMPERATURE, ALPHA = 4.0, 0.9  # of every distilling kind, ours and the peer
 
 
 def parse_args(argv=None):
@@ -169,9 +170,9 @@ def build(kind, args, setup):
                 teacher=application(keras.applications.ResNet50),
                 student=student,
                 distillation_losses=keras.distillation.LogitsDistillation(
-                    temperature=4.0, loss=keras.losses.KLDivergence()
+                    temperature=TEMPERATURE, loss=keras.losses.KLDivergence()
                 ),
-                student_loss_weight=0.1,
+                student_loss_weight=1.0 - ALPHA,
             )
             model.compile(
                 optimizer=optimizer,
@@ -181,7 +182,9 @@ def build(kind, args, setup):
             teacher = None
             if kind == "distill-online":
                 teacher = application(keras.applications.ResNet50)
-            model = keras_kd.Distiller(student, teacher, temperature=4.0, alpha=0.9)
+            model = keras_kd.Distiller(
+                student, teacher, temperature=TEMPERATURE, alpha=ALPHA
+            )
             model.compile(optimizer=optimizer)
     rng = np.random.default_rng(0)
     batch = setup.global_batch_size
@@ -204,9 +207,8 @@ def step_rows(args):
             keras.backend.clear_session()
             models, warmup = {}, {}
             for kind in args.kinds:
-                models[kind] = build(kind, args, setup)
+                model, dataset = models[kind] = build(kind, args, setup)
                 start = time.perf_counter()
-                model, dataset = models[kind]
                 model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0)
                 warmup[kind] = time.perf_counter() - start
             timings = {kind: [] for kind in args.kinds}
