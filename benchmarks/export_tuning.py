@@ -107,7 +107,7 @@ def main(argv=None):
     else:
         start = time.perf_counter()
         student = build_mlp((800, 800), 0.0, "student_800", inputs=784)
-        distiller = Distiller(student, teacher, temperature=4.0, alpha=0.9)
+        distiller = Distiller(student=student, teacher=teacher, temperature=4.0, soft_weight=0.9)
         distiller.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
         distiller.fit(x_fit, y_fit, epochs=args.student_epochs, batch_size=128, verbose=2)
         student.save(student_path)

@@ -183,7 +183,7 @@ def build(kind, args, setup):
             if kind == "distill-online":
                 teacher = application(keras.applications.ResNet50)
             model = keras_kd.Distiller(
-                student, teacher, temperature=TEMPERATURE, alpha=ALPHA
+                student=student, teacher=teacher, temperature=TEMPERATURE, soft_weight=ALPHA
             )
             model.compile(optimizer=optimizer)
     rng = np.random.default_rng(0)

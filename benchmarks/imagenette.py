@@ -403,10 +403,10 @@ class Bench:
                               jit_compile=ns.xla)  # fmt: skip
             elif kind in ("kd", "cached"):
                 model = keras_kd.Distiller(
-                    net,
-                    teacher if kind == "kd" else None,
+                    student=net,
+                    teacher=teacher if kind == "kd" else None,
                     temperature=ns.temperature,
-                    alpha=ns.alpha,
+                    soft_weight=ns.alpha,
                 )
                 model.compile(self.optimizer(ns), metrics=metrics, jit_compile=ns.xla)
             else:  # the keras.distillation peer, configured as the issue asks

@@ -184,7 +184,7 @@ def main(argv=None):
     variants["keras_distiller"] = fitter(keras_distiller, online_data())
 
     def kd(teacher_model, data):
-        distiller = Distiller(student(), teacher_model, temperature=args.temperature, alpha=args.alpha)
+        distiller = Distiller(student=student(), teacher=teacher_model, temperature=args.temperature, soft_weight=args.alpha)
         distiller.compile(**compile_kwargs())
         return fitter(distiller, data)
 

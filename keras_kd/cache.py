@@ -331,7 +331,7 @@ def build_teacher_cache(
 
     ```python
     cache = build_teacher_cache(ensemble, x_train, "runs/cache", top_k=None)
-    distiller = keras_kd.Distiller(student, None, temperature=4.0)
+    distiller = keras_kd.Distiller(student=student, teacher=None, temperature=4.0)
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     distiller.fit(cache.dataset(x_train, y_train, batch_size=128, temperature=4.0))
     ```

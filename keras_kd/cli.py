@@ -3,7 +3,7 @@
 Subcommands:
   demo        distil on scikit-learn's bundled digits (no download), print a table
   distill     distil a saved student from one or more saved teachers
-  tune        search temperature and alpha with KerasTuner (keras_kd.tuning)
+  tune        search temperature and soft weight with KerasTuner (keras_kd.tuning)
   export      SavedModel / TFLite export with a parity report (keras_kd.export)
   mnist, acoustic, imagenet, specialists
               run the paper's experiments from `examples/` (source checkout)
@@ -73,13 +73,13 @@ def _add_demo(subparsers):
     )
     parser.add_argument("--epochs", type=int, default=None, help="epochs per model")
     parser.add_argument("--temperature", type=float, default=None, help="distillation temperature")
-    parser.add_argument("--alpha", type=float, default=None, help="weight of the soft term")
+    parser.add_argument("--soft-weight", type=float, default=None, help="weight of the soft term")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
 
     def run(args):
         from keras_kd import demo
 
-        options = {k: v for k, v in vars(args).items() if k in ("epochs", "temperature", "alpha") and v is not None}
+        options = {k: v for k, v in vars(args).items() if k in ("epochs", "temperature", "soft_weight") and v is not None}
         demo.run_demo(seed=args.seed, **options)
         return 0
 
@@ -356,7 +356,7 @@ def _run_distill(args) -> int:
         teacher = _load_teacher(args.teacher, args.ensemble_mean)
         student = _load_model(args.student, "--student")
         distiller = Distiller(
-            student, teacher, temperature=args.temperature, alpha=args.alpha,
+            student=student, teacher=teacher, temperature=args.temperature, soft_weight=args.soft_weight,
             teacher_outputs=args.teacher_outputs,
         )
         distiller.compile(
@@ -379,7 +379,7 @@ def _run_distill(args) -> int:
     seconds = time.perf_counter() - start
     output.mkdir(parents=True, exist_ok=True)
     student.save(output / "student.keras")
-    common = {"temperature": args.temperature, "alpha": args.alpha}
+    common = {"temperature": args.temperature, "soft_weight": args.soft_weight}
     rows = [
         {"model": "teacher" if len(args.teacher) == 1 else f"teacher ensemble ({len(args.teacher)}, {args.ensemble_mean})",
          "test_accuracy": _accuracy(teacher, x_test, y_test, args.batch_size),
@@ -412,7 +412,7 @@ def _add_distill(subparsers):
     parser.add_argument("--student", required=True, metavar="PATH", help="saved untrained student (.keras) that outputs logits")
     _add_data_args(parser)
     parser.add_argument("--temperature", type=_positive(float), default=4.0, help="distillation temperature T (default: 4)")
-    parser.add_argument("--alpha", type=_fraction, default=0.9, help="weight of the soft term in [0, 1] (default: 0.9)")
+    parser.add_argument("--soft-weight", type=_fraction, default=0.9, help="weight of the soft term in [0, 1]; the hard term gets 1 - it (default: 0.9)")
     parser.add_argument(
         "--teacher-outputs", choices=("logits", "probabilities"), default="logits",
         help="what the teacher outputs (default: logits)",
@@ -442,7 +442,7 @@ def _run_tune(args) -> int:
     template = _load_model(args.student, "--student")
     hypermodel = tuning.DistillationHyperModel(
         lambda width: keras.models.clone_model(template),
-        temperatures=args.temperatures, alphas=args.alphas,
+        temperatures=args.temperatures, soft_weights=args.soft_weights,
         optimizer=lambda: keras.optimizers.Adam(args.learning_rate),
     )
     output = Path(args.output_dir)
@@ -469,7 +469,7 @@ def _run_tune(args) -> int:
 def _add_tune(subparsers):
     parser = subparsers.add_parser(
         "tune",
-        help="search temperature and alpha with KerasTuner",
+        help="search temperature and soft weight with KerasTuner",
         description=(
             "Runs the teacher(s) once over the training split, then trains a fresh "
             "copy of the saved student per trial on the stored teacher logits, "
@@ -484,7 +484,7 @@ def _add_tune(subparsers):
     parser.add_argument("--tuner", choices=TUNER_KINDS, default="random", help="search algorithm (default: random)")
     parser.add_argument("--max-trials", type=_positive(int), default=6, help="trials for random and bayesian (default: 6)")
     parser.add_argument("--temperatures", type=_float_list, default=[1.0, 2.0, 3.0, 5.0, 10.0, 20.0], help="comma-separated temperatures to try (default: 1,2,3,5,10,20)")
-    parser.add_argument("--alphas", type=_float_list, default=[0.9], help="comma-separated soft-term weights to try (default: 0.9)")
+    parser.add_argument("--soft-weights", type=_float_list, default=[0.9], help="comma-separated soft-term weights to try (default: 0.9)")
     parser.add_argument(
         "--validation-fraction", type=_fraction, default=0.1,
         help="part of the training split held out for the objective (default: 0.1)",

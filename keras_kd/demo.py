@@ -14,7 +14,7 @@ import numpy as np
 from keras_kd.distiller import Distiller
 from keras_kd.reports import markdown_table
 
-DEFAULTS = {"epochs": 60, "temperature": 4.0, "alpha": 0.9}
+DEFAULTS = {"epochs": 60, "temperature": 4.0, "soft_weight": 0.9}
 
 
 def load_digits_split(seed: int = 0, test_fraction: float = 0.3):
@@ -68,7 +68,7 @@ def run_demo(
     seed: int = 0,
     epochs: int = DEFAULTS["epochs"],
     temperature: float = DEFAULTS["temperature"],
-    alpha: float = DEFAULTS["alpha"],
+    soft_weight: float = DEFAULTS["soft_weight"],
     verbose: int = 2,
 ) -> list[dict]:
     """Runs the demo and prints its results table.
@@ -77,7 +77,7 @@ def run_demo(
         seed: Seed of the split and of every model's initialisation.
         epochs: Epochs for each of the three models.
         temperature: Distillation temperature.
-        alpha: Weight of the soft-target term.
+        soft_weight: Weight of the soft-target term.
         verbose: Keras verbosity (2 prints one line per epoch, 1 a progress bar).
 
     Returns:
@@ -115,10 +115,10 @@ def run_demo(
 
     student = build_mlp((16,), dropout=0.0, name="student_distilled")
     student.set_weights(initial_weights)
-    distiller = Distiller(student, teacher, temperature=temperature, alpha=alpha)
+    distiller = Distiller(student=student, teacher=teacher, temperature=temperature, soft_weight=soft_weight)
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
     print(
-        f"\n== same student distilled (T={temperature}, alpha={alpha}), "
+        f"\n== same student distilled (T={temperature}, soft_weight={soft_weight}), "
         f"same initial weights, {epochs} epochs"
     )
     seconds = _timed_fit(distiller, x_train, y_train, epochs, verbose)

@@ -35,6 +35,72 @@ def require_tensorflow_backend(what: str) -> None:
         )
 
 
+def validate_soft_weight(soft_weight) -> float:
+    """Returns `soft_weight` as a float in [0, 1] or raises a `ValueError`."""
+    try:
+        value = float(soft_weight)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"`soft_weight` (the weight of the soft-target term; the hard-label term "
+            f"gets 1 - soft_weight) must be in [0, 1], got {soft_weight!r}. Hinton "
+            "et al. put most weight on the soft term, e.g. 0.9."
+        )
+    return value
+
+
+# Arguments of other distillers that a user may bring along, and where each went.
+_PORTED_INIT_ARGUMENTS = {
+    "alpha": (
+        "keras_kd >= 0.2 calls the weight of the soft term `soft_weight`. keras_kd "
+        "0.1's alpha was that weight (pass soft_weight=alpha); the keras.io example's "
+        "and torchdistill's alpha weigh the *hard* loss (pass soft_weight=1 - alpha)"
+    ),
+    "student_loss_weight": (
+        "keras.distillation's student_loss_weight weighs the hard-label loss; "
+        "keras_kd weighs the soft term: pass soft_weight=1 - student_loss_weight"
+    ),
+    "distillation_losses": (
+        "keras_kd takes one soft loss: distillation_loss='tempered_kl' (the "
+        "equivalent of keras.distillation's LogitsDistillation(temperature, "
+        "KLDivergence()) scaled by T^2) or 'logit_matching'"
+    ),
+    "distillation_loss_weights": (
+        "weigh the soft term with soft_weight (the hard term gets 1 - soft_weight)"
+    ),
+}
+
+
+def _refuse_ported_arguments(args, kwargs) -> None:
+    """Turns arguments that would be misread into errors naming the keras_kd form."""
+    if args:
+        raise TypeError(
+            "keras_kd.Distiller takes its models by keyword, so that they cannot be "
+            "swapped: Distiller(student=student, teacher=teacher, ...). (keras_kd "
+            "0.1 took (student, teacher) by position, keras.distillation.Distiller "
+            "takes (teacher, student).)"
+        )
+    for name, advice in _PORTED_INIT_ARGUMENTS.items():
+        if name in kwargs:
+            raise ValueError(f"keras_kd.Distiller has no `{name}`: {advice}.")
+
+
+# The keras.io example's `compile` arguments and their keras_kd equivalents.
+_PORTED_COMPILE_ARGUMENTS = {
+    "student_loss_fn": "compile(loss=...), the hard-label loss on the student's logits",
+    "distillation_loss_fn": (
+        "Distiller(distillation_loss='tempered_kl'), which already applies the "
+        "temperature and the T^2 factor"
+    ),
+    "alpha": (
+        "Distiller(soft_weight=...); the keras.io example's alpha weighs the hard "
+        "loss, so soft_weight = 1 - alpha"
+    ),
+    "temperature": "Distiller(temperature=...)",
+}
+
+
 def ends_in_softmax(model) -> bool:
     """True if `model`'s output is produced by a softmax (layer or activation)."""
     layers = getattr(model, "layers", None)
@@ -126,7 +192,8 @@ class Distiller(keras.Model):
 
     The loss on a batch is Hinton et al.'s (2015) weighted sum
 
-        alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(y, s)
+        soft_weight * T^2 * KL(softmax(t / T) || softmax(s / T))
+            + (1 - soft_weight) * CE(y, s)
 
     where `t` and `s` are teacher and student logits and `CE` is the loss given to
     `compile`, applied to the student at `T = 1`. The teacher runs in inference
@@ -146,12 +213,15 @@ class Distiller(keras.Model):
     used as is and the teacher (which may then be `None`) is not run.
 
     Args:
-        student: The `keras.Model` to train. Must output logits.
+        student: The `keras.Model` to train (keyword only, like `teacher`, so the
+            two cannot be swapped). Must output logits.
         teacher: A trained `keras.Model` (or `keras_kd.TeacherEnsemble`), or
             `None` when every batch carries `teacher_logits`.
         temperature: Float > 0, the distillation temperature `T`.
-        alpha: Weight in `[0, 1]` of the soft term; `1 - alpha` weighs the hard
-            term.
+        soft_weight: Weight in `[0, 1]` of the soft term; `1 - soft_weight`
+            weighs the hard term. (The keras.io example's `alpha` and
+            keras.distillation's `student_loss_weight` weigh the hard term: they
+            equal `1 - soft_weight`, and passing either is an error that says so.)
         teacher_outputs: `"logits"` (default) or `"probabilities"` for a teacher
             that ends in a softmax.
         distillation_loss: `"tempered_kl"` (default) or `"logit_matching"`, the
@@ -159,7 +229,7 @@ class Distiller(keras.Model):
         name: Model name.
         **kwargs: Passed to `keras.Model` (e.g. `dtype="mixed_float16"`).
 
-    The student must output `(batch, classes)` logits; with `alpha` 0 or 1 the
+    The student must output `(batch, classes)` logits; with `soft_weight` 0 or 1 the
     unused term is logged but does not enter the loss.
 
     Checks of values (teacher outputs with NaN/Inf, probabilities given as
@@ -172,7 +242,9 @@ class Distiller(keras.Model):
     Example:
 
     ```python
-    distiller = keras_kd.Distiller(student, teacher, temperature=4.0, alpha=0.9)
+    distiller = keras_kd.Distiller(
+        student=student, teacher=teacher, temperature=4.0, soft_weight=0.9
+    )
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     distiller.fit(x_train, y_train, epochs=3)
     distiller.student.save("student.keras")
@@ -181,20 +253,26 @@ class Distiller(keras.Model):
 
     def __init__(
         self,
-        student: keras.Model,
+        *args,
+        student: keras.Model | None = None,
         teacher: keras.Model | None = None,
-        *,
         temperature: float = 4.0,
-        alpha: float = 0.9,
+        soft_weight: float = 0.9,
         teacher_outputs: str = "logits",
         distillation_loss: str = "tempered_kl",
         name: str = "distiller",
         **kwargs,
     ):
         require_tensorflow_backend("keras_kd.Distiller")
+        _refuse_ported_arguments(args, kwargs)
+        if student is None:
+            raise TypeError(
+                "keras_kd.Distiller needs `student=`, the keras.Model to train: "
+                "Distiller(student=student, teacher=teacher, temperature=4.0)."
+            )
         super().__init__(name=name, **kwargs)
         self.temperature = kd_losses.validate_temperature(temperature)
-        self.alpha = self._validate_alpha(alpha)
+        self.soft_weight = validate_soft_weight(soft_weight)
         self.teacher_outputs = kd_losses.validate_teacher_outputs(teacher_outputs)
         if distillation_loss not in DISTILLATION_LOSSES:
             raise ValueError(
@@ -219,19 +297,6 @@ class Distiller(keras.Model):
             self.built = True
 
     # ------------------------------------------------------------------ checks
-
-    @staticmethod
-    def _validate_alpha(alpha):
-        try:
-            value = float(alpha)
-        except (TypeError, ValueError):
-            value = float("nan")
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"`alpha` (the weight of the soft-target term) must be in [0, 1], got "
-                f"{alpha!r}. Hinton et al. put most weight on the soft term, e.g. 0.9."
-            )
-        return value
 
     def _validate_models(self, student, teacher):
         if not isinstance(student, keras.Layer):
@@ -333,26 +398,40 @@ class Distiller(keras.Model):
                 `"categorical_crossentropy"`, `"binary_crossentropy"`, their focal
                 forms and aliases such as `"bce"`) mean their from-logits form;
                 a loss function or class that expects probabilities is refused.
-                `None` is allowed only with `alpha=1.0`.
+                `None` is allowed only with `soft_weight=1.0`.
             metrics: Metrics of the student at `T = 1` against the labels.
             **kwargs: Passed on to `keras.Model.compile` (e.g. `jit_compile`,
                 `steps_per_execution`).
 
         Raises:
-            ValueError: for a loss that expects probabilities, or no loss with
-                `alpha < 1`.
+            ValueError: for a loss that expects probabilities, no loss with
+                `soft_weight < 1`, or the keras.io example's arguments
+                (`student_loss_fn`, `distillation_loss_fn`, `alpha`, `temperature`),
+                naming where each went.
         """
+        ported = [name for name in _PORTED_COMPILE_ARGUMENTS if name in kwargs]
+        if ported:
+            raise ValueError(
+                "keras_kd.Distiller.compile does not take "
+                + ", ".join(f"`{name}`" for name in ported)
+                + " (the keras.io example's compile arguments). In keras_kd: "
+                + "; ".join(
+                    f"{name} -> {_PORTED_COMPILE_ARGUMENTS[name]}" for name in ported
+                )
+                + "."
+            )
         if "loss_weights" in kwargs:
             raise ValueError(
                 "`loss_weights` is not used by the Distiller; weigh the soft and hard "
-                "terms with `alpha` instead."
+                "terms with Distiller(soft_weight=...) instead."
             )
         self.student_loss = _logits_loss(loss)
-        if self.student_loss is None and self.alpha < 1.0:
+        if self.student_loss is None and self.soft_weight < 1.0:
             raise ValueError(
-                f"`loss=None` leaves the hard term undefined but alpha={self.alpha} "
-                "gives it weight. Pass a loss, or alpha=1.0 to train on soft targets "
-                "alone."
+                "`loss=None` leaves the hard term undefined but "
+                f"soft_weight={self.soft_weight} gives it weight "
+                f"{1.0 - self.soft_weight:g}. Pass a loss, or "
+                "Distiller(soft_weight=1.0) to train on soft targets alone."
             )
         super().compile(optimizer=optimizer, loss=None, metrics=metrics, **kwargs)
         if self.student.built and not self.optimizer.built:
@@ -495,16 +574,16 @@ class Distiller(keras.Model):
             checks = checks + self._check_teacher_logits(teacher_logits, student_logits)
             with tf.control_dependencies([c for c in checks if c is not None]):
                 soft = self._soft_term(teacher_logits, student_logits)
-        if y is not None and (self.student_loss is not None or self.alpha < 1.0):
+        if y is not None and (self.student_loss is not None or self.soft_weight < 1.0):
             hard = self._hard_term(y, tf.cast(student_logits, tf.float32))
         if soft is not None and hard is not None:
             # A term of weight 0 is left out, so that its NaN cannot spoil the loss.
-            if self.alpha == 1.0:
+            if self.soft_weight == 1.0:
                 total = soft
-            elif self.alpha == 0.0:
+            elif self.soft_weight == 0.0:
                 total = hard
             else:
-                total = self.alpha * soft + (1.0 - self.alpha) * hard
+                total = self.soft_weight * soft + (1.0 - self.soft_weight) * hard
         elif soft is not None:
             total = soft
         elif hard is not None:
@@ -615,7 +694,7 @@ class Distiller(keras.Model):
                 else keras.saving.serialize_keras_object(self.teacher)
             ),
             "temperature": self.temperature,
-            "alpha": self.alpha,
+            "soft_weight": self.soft_weight,
             "teacher_outputs": self.teacher_outputs,
             "distillation_loss": self.distillation_loss,
             "trainable": self.trainable,
@@ -633,7 +712,9 @@ class Distiller(keras.Model):
             teacher = keras.saving.deserialize_keras_object(
                 teacher, custom_objects=custom_objects
             )
-        return cls(student, teacher, **config)
+        if "alpha" in config:  # saved by keras_kd 0.1, whose alpha was soft_weight
+            config["soft_weight"] = config.pop("alpha")
+        return cls(student=student, teacher=teacher, **config)
 
 
 keras.saving.register_keras_serializable(package="keras_kd")(Distiller)

@@ -532,7 +532,7 @@ def train_specialist(
     epochs: int = 1,
     batch_size: int = 128,
     subset_fraction: float = 0.5,
-    soft_target_weight: float = 0.0,
+    soft_weight: float = 0.0,
     temperature: float = 2.0,
     optimizer: str | keras.optimizers.Optimizer = "adam",
     seed: int = 0,
@@ -549,9 +549,9 @@ def train_specialist(
     the soft targets would pull the dustbin up to the true frequency and the
     final correction would count it twice. Folding comes before the softening
     because the specialist's own dustbin is one logit: folding `softmax(z / T)`
-    instead would hand the dustbin the flattened mass of every other class. `soft_target_weight` is the Distiller's
-    `alpha` (0 trains on hard labels only, section 5; > 0 adds the soft-target
-    regulariser of section 6.1). Afterwards the dustbin logit is raised by
+    instead would hand the dustbin the flattened mass of every other class.
+    `soft_weight` is the Distiller's (0 trains on hard labels only, section 5;
+    > 0 adds the soft-target regulariser of section 6.1). Afterwards the dustbin logit is raised by
     `log r` (`correct_dustbin`), with `r` from the subset's share of `y`.
 
     Args:
@@ -564,7 +564,7 @@ def train_specialist(
         epochs: Epochs over the mix.
         batch_size: Batch size.
         subset_fraction: Share of subset examples in the mix (paper: 0.5).
-        soft_target_weight: `alpha` in `[0, 1]`, weight of the soft term.
+        soft_weight: Weight in `[0, 1]` of the soft term, as in `Distiller`.
         temperature: Temperature of the soft term.
         optimizer: Optimizer name or instance.
         seed: Seed of the mix.
@@ -596,7 +596,7 @@ def train_specialist(
     folded_soft[:, -1] -= shift  # the Distiller then softens them at T
     specialist = build_specialist(generalist, subset)
     distiller = Distiller(
-        specialist, None, temperature=temperature, alpha=soft_target_weight
+        student=specialist, teacher=None, temperature=temperature, soft_weight=soft_weight
     )
     distiller.compile(optimizer=optimizer, metrics=["accuracy"])
     history = distiller.fit(

@@ -188,7 +188,7 @@ class TeacherEnsemble(keras.Model):
 
     ```python
     ensemble = keras_kd.TeacherEnsemble([m1, m2, m3], mean="arithmetic")
-    distiller = keras_kd.Distiller(student, ensemble, temperature=4.0)
+    distiller = keras_kd.Distiller(student=student, teacher=ensemble, temperature=4.0)
     ensemble.save("ensemble.keras")
     ```
     """

@@ -1,4 +1,4 @@
-"""Searching the temperature, alpha and student width with KerasTuner.
+"""Searching the temperature, soft weight and student width with KerasTuner.
 
 The teacher is evaluated once on the transfer set before the search; every trial
 then trains a fresh student on the stored teacher logits (batches of
@@ -32,7 +32,7 @@ from keras_kd import reports
 from keras_kd.distiller import INPUTS, TEACHER_LOGITS, Distiller
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
-DEFAULT_ALPHAS = (0.9,)
+DEFAULT_SOFT_WEIGHTS = (0.9,)
 OBJECTIVE = "val_accuracy"
 TUNERS = ("random", "bayesian", "hyperband")
 
@@ -56,10 +56,10 @@ def _choices(name: str, values, cast, check: Callable[[float], bool], rule: str)
 
 
 class DistillationHyperModel(keras_tuner.HyperModel):
-    """A KerasTuner hypermodel: a `Distiller` over temperature, alpha and width.
+    """A KerasTuner hypermodel: a `Distiller` over temperature, soft weight and width.
 
     Each trial builds a fresh student with `build_student(width)`, wraps it in a
-    teacher-less `Distiller` with the trial's temperature and alpha, and trains it
+    teacher-less `Distiller` with the trial's temperature and soft weight, and trains it
     on stored teacher logits (see `search_temperature`, which computes them once).
     The objective is `val_accuracy`: the student's accuracy at `T = 1` on the
     validation data.
@@ -69,7 +69,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             that outputs logits. It receives the trial's width, or `None` when
             `widths` is not searched.
         temperatures: Temperatures to try (floats > 0).
-        alphas: Weights of the soft term to try (floats in [0, 1]).
+        soft_weights: Weights of the soft term to try (floats in [0, 1]).
         widths: Optional student widths (ints > 0) passed to `build_student`.
         optimizer: Callable returning a new optimizer for each trial; default
             Adam with learning rate 1e-3.
@@ -92,7 +92,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         build_student: Callable[[int | None], keras.Model],
         *,
         temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
-        alphas: Sequence[float] = DEFAULT_ALPHAS,
+        soft_weights: Sequence[float] = DEFAULT_SOFT_WEIGHTS,
         widths: Sequence[int] | None = None,
         optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
         name: str = "distillation_hypermodel",
@@ -108,8 +108,8 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             "temperatures", temperatures, float,
             lambda t: math.isfinite(t) and t > 0, "floats > 0",
         )
-        self.alphas = _choices(
-            "alphas", alphas, float, lambda a: 0.0 <= a <= 1.0, "floats in [0, 1]"
+        self.soft_weights = _choices(
+            "soft_weights", soft_weights, float, lambda a: 0.0 <= a <= 1.0, "floats in [0, 1]"
         )
         self.widths = None
         if widths is not None:
@@ -121,7 +121,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         return {
             "name": self.name,
             "temperatures": list(self.temperatures),
-            "alphas": list(self.alphas),
+            "soft_weights": list(self.soft_weights),
             "widths": None if self.widths is None else list(self.widths),
         }
 
@@ -138,7 +138,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             ValueError: if `build_student` does not return a Keras model.
         """
         temperature = hp.Choice("temperature", list(self.temperatures))
-        alpha = hp.Choice("alpha", list(self.alphas))
+        soft_weight = hp.Choice("soft_weight", list(self.soft_weights))
         width = None
         if self.widths is not None:
             width = hp.Choice("width", list(self.widths))
@@ -149,7 +149,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
                 f"{type(student).__name__} for width={width!r}."
             )
         distiller = Distiller(
-            student, None, temperature=float(temperature), alpha=float(alpha)
+            student=student, teacher=None, temperature=float(temperature), soft_weight=float(soft_weight)
         )
         distiller.compile(optimizer=self.optimizer(), metrics=["accuracy"])
         return distiller
@@ -369,7 +369,7 @@ class SearchResult:
     """What `search_temperature` found.
 
     Attributes:
-        best_hyperparameters: The best trial's values (temperature, alpha, ...).
+        best_hyperparameters: The best trial's values (temperature, soft_weight, ...).
         best_score: The best trial's validation accuracy.
         best_student: The best trial's trained student (`keras.Model`).
         trials: One dict per trial: id, hyperparameters, score, status.

@@ -63,7 +63,7 @@ def main():
     with setup.strategy.scope():
         teacher = tiny(6, "teacher")
         student = tiny(4, "student")
-        distiller = keras_kd.Distiller(student, teacher, temperature=2.0, alpha=0.7)
+        distiller = keras_kd.Distiller(student=student, teacher=teacher, temperature=2.0, soft_weight=0.7)
         distiller.compile(
             optimizer=keras.optimizers.SGD(setup.learning_rate, momentum=0.9),
             metrics=["accuracy"],

@@ -138,7 +138,7 @@ def test_output_dense_refuses_a_distiller_and_a_transformed_output():
     import keras_kd
 
     student = small_model(0)
-    distiller = keras_kd.Distiller(student, small_model(1), temperature=2.0)
+    distiller = keras_kd.Distiller(student=student, teacher=small_model(1), temperature=2.0)
     with pytest.raises(ValueError, match=r"Pass its `\.student`"):
         output_dense(distiller)
     assert output_dense(student) is student.layers[-1]

@@ -52,7 +52,7 @@ def test_cached_training_step_equals_online_step(x, y, tmp_path):
     def trained(teacher, data):
         student = _dense(5)
         student.set_weights(initial)
-        distiller = Distiller(student, teacher, temperature=temperature, alpha=0.7)
+        distiller = Distiller(student=student, teacher=teacher, temperature=temperature, soft_weight=0.7)
         distiller.compile(optimizer=keras.optimizers.SGD(0.5))
         distiller.fit(data, epochs=1, verbose=0)
         return student.get_weights()
@@ -279,7 +279,7 @@ def test_sample_weight_without_labels_is_refused(teacher, x, tmp_path):
 def test_training_at_another_temperature_than_the_replay_is_refused(x, y, tmp_path):
     ensemble = TeacherEnsemble([_dense(1), _dense(2)], mean="arithmetic")
     cache = _build(ensemble, x, tmp_path / "cache")
-    distiller = Distiller(_dense(5), None, temperature=4.0)
+    distiller = Distiller(student=_dense(5), teacher=None, temperature=4.0)
     distiller.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="combined at another temperature"):
         distiller.fit(cache.dataset(x, y, batch_size=8, temperature=2.0), verbose=0)

@@ -50,14 +50,14 @@ def test_distill_with_an_ensemble_writes_student_table_and_logs(files, tmp_path,
     status, stdout, _ = run(
         capsys, "distill", "--teacher", files / "teacher1.keras", "--teacher",
         files / "teacher2.keras", "--student", files / "student.keras",
-        "--data", files / "data.npz", "--temperature", 3, "--alpha", 0.7,
+        "--data", files / "data.npz", "--temperature", 3, "--soft-weight", 0.7,
         "--epochs", 8, "--batch-size", 32, "--learning-rate", 0.02,
         "--strategy", "one", "--output-dir", out,
     )
     assert status == 0
     results = json.loads((out / "results.json").read_text())["results"]
     assert results[0]["model"] == "teacher ensemble (2, geometric)"
-    assert results[1]["temperature"] == 3.0 and results[1]["alpha"] == 0.7
+    assert results[1]["temperature"] == 3.0 and results[1]["soft_weight"] == 0.7
     student = keras.models.load_model(out / "student.keras")
     data = np.load(files / "data.npz")
     accuracy = np.mean(student.predict(data["x_test"], verbose=0).argmax(-1) == data["y_test"])
@@ -74,7 +74,7 @@ def test_tune_runs_a_small_search(files, tmp_path, capsys):
     status, stdout, _ = run(
         capsys, "tune", "--teacher", files / "teacher1.keras", "--student",
         files / "student.keras", "--data", files / "data.npz", "--max-trials", 2,
-        "--temperatures", "1,4", "--alphas", "0.5,0.9", "--epochs", 1,
+        "--temperatures", "1,4", "--soft-weights", "0.5,0.9", "--epochs", 1,
         "--batch-size", 32, "--learning-rate", 0.02, "--output-dir", out,
     )
     assert status == 0
@@ -143,9 +143,9 @@ def test_bad_arguments_give_one_line_and_exit_2(files, tmp_path, capsys, argv, e
 def test_help_of_each_subcommand_is_complete(capsys):
     for command, flags in {
         "distill": ["--teacher", "--ensemble-mean", "--student", "--data", "--data-dir",
-                    "--temperature", "--alpha", "--epochs", "--batch-size", "--strategy",
+                    "--temperature", "--soft-weight", "--epochs", "--batch-size", "--strategy",
                     "--output-dir"],
-        "tune": ["--tuner", "--max-trials", "--temperatures", "--alphas",
+        "tune": ["--tuner", "--max-trials", "--temperatures", "--soft-weights",
                  "--validation-fraction", "--strategy"],
         "export": ["--formats", "--calibration-examples", "--latency-examples"],
     }.items():

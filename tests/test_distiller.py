@@ -46,7 +46,7 @@ def _numpy_terms(teacher, student, x, y, temperature):
 
 
 def _distiller(teacher, student, temperature=3.0, alpha=0.7, lr=0.1, **kwargs):
-    distiller = Distiller(student, teacher, temperature=temperature, alpha=alpha, **kwargs)
+    distiller = Distiller(student=student, teacher=teacher, temperature=temperature, soft_weight=alpha, **kwargs)
     distiller.compile(optimizer=keras.optimizers.SGD(lr), metrics=["accuracy"])
     return distiller
 
@@ -219,7 +219,7 @@ def test_mirrored_strategy_gives_the_single_device_update():
             teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
             teacher.set_weights(initial_teacher)
             student.set_weights(initial_student)
-            distiller = Distiller(student, teacher, temperature=3.0, alpha=0.6)
+            distiller = Distiller(student=student, teacher=teacher, temperature=3.0, soft_weight=0.6)
             distiller.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
         # A repeated dataset with a step count: an epoch that ended on the end of
         # the data would leave a collective op of one replica pending, and a
@@ -246,12 +246,12 @@ def test_config_round_trip_and_keras_file(tmp_path):
     distiller = _distiller(teacher, student, temperature=5.0, alpha=0.25)
     distiller.fit(x, y, batch_size=16, verbose=0)
     clone = Distiller.from_config(distiller.get_config())
-    assert (clone.temperature, clone.alpha) == (5.0, 0.25)
+    assert (clone.temperature, clone.soft_weight) == (5.0, 0.25)
     path = tmp_path / "distiller.keras"
     distiller.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, Distiller)
-    assert (loaded.temperature, loaded.alpha, loaded.teacher_outputs) == (5.0, 0.25, "logits")
+    assert (loaded.temperature, loaded.soft_weight, loaded.teacher_outputs) == (5.0, 0.25, "logits")
     np.testing.assert_allclose(loaded(x), distiller(x), atol=1e-6)
     np.testing.assert_allclose(loaded.teacher(x), teacher(x), atol=1e-6)
     before = loaded.evaluate(x, y, verbose=0, return_dict=True)
@@ -277,7 +277,7 @@ def test_student_saves_alone_without_the_teacher(tmp_path):
 def test_output_shape_mismatch_at_construction():
     teacher = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(CLASSES + 1)])
     with pytest.raises(ValueError, match="output shapes differ"):
-        Distiller(_mlp(8, 2, "student"), teacher)
+        Distiller(student=_mlp(8, 2, "student"), teacher=teacher)
 
 
 def test_output_shape_mismatch_on_first_batch():
@@ -298,33 +298,33 @@ def test_output_shape_mismatch_on_first_batch():
 @pytest.mark.parametrize("temperature", [0.0, -2.0])
 def test_bad_temperature(temperature):
     with pytest.raises(ValueError, match="temperature"):
-        Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"), temperature=temperature)
+        Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"), temperature=temperature)
 
 
-@pytest.mark.parametrize("alpha", [-0.1, 1.5, "high"])
-def test_bad_alpha(alpha):
-    with pytest.raises(ValueError, match="alpha"):
-        Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"), alpha=alpha)
+@pytest.mark.parametrize("soft_weight", [-0.1, 1.5, "high"])
+def test_bad_soft_weight(soft_weight):
+    with pytest.raises(ValueError, match="soft_weight"):
+        Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"), soft_weight=soft_weight)
 
 
 def test_softmax_teacher_when_logits_expected():
     teacher = _mlp(16, 1, "teacher", final_activation="softmax")
     with pytest.raises(ValueError, match="teacher_outputs='probabilities'"):
-        Distiller(_mlp(8, 2, "s"), teacher)
+        Distiller(student=_mlp(8, 2, "s"), teacher=teacher)
     wrapped = keras.Sequential([_mlp(16, 1, "inner"), keras.layers.Softmax()])
     with pytest.raises(ValueError, match="softmax"):
-        Distiller(_mlp(8, 2, "s"), wrapped)
+        Distiller(student=_mlp(8, 2, "s"), teacher=wrapped)
 
 
 def test_softmax_student_is_refused():
     with pytest.raises(ValueError, match="student` ends in a softmax"):
-        Distiller(_mlp(8, 2, "s", final_activation="softmax"), _mlp(16, 1, "t"))
+        Distiller(student=_mlp(8, 2, "s", final_activation="softmax"), teacher=_mlp(16, 1, "t"))
 
 
 def test_backend_other_than_tensorflow(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ValueError, match="TensorFlow backend"):
-        Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"))
+        Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"))
 
 
 def test_non_finite_teacher_outputs():
@@ -349,7 +349,7 @@ def test_probabilities_passed_as_logits():
 
 
 def test_loss_expecting_probabilities_is_refused():
-    distiller = Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"))
+    distiller = Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"))
     with pytest.raises(ValueError, match="from_logits=True"):
         distiller.compile(loss=keras.losses.SparseCategoricalCrossentropy())
 
@@ -377,7 +377,7 @@ def test_mixed_precision_keeps_the_losses_in_float32():
         # Teacher logits of 300 overflow float16 arithmetic if divided and
         # exponentiated there; the soft term must stay finite.
         big_teacher = keras.Sequential([teacher, keras.layers.Rescaling(300.0)])
-        distiller = Distiller(student, big_teacher, temperature=0.5, alpha=0.5)
+        distiller = Distiller(student=student, teacher=big_teacher, temperature=0.5, soft_weight=0.5)
         distiller.compile(optimizer=keras.optimizers.Adam(1e-3), metrics=["accuracy"])
         assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
         logs = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0).history
@@ -402,7 +402,7 @@ def test_a_loss_name_means_its_from_logits_form():
     teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
     x, y = _data(32)
     one_hot = keras.utils.to_categorical(y, CLASSES)
-    distiller = Distiller(student, teacher, alpha=0.0)
+    distiller = Distiller(student=student, teacher=teacher, soft_weight=0.0)
     distiller.compile(loss="binary_crossentropy")
     logs = distiller.evaluate(x, one_hot, verbose=0, return_dict=True)
     s = keras.ops.convert_to_numpy(student(x)).astype("float64")
@@ -411,7 +411,7 @@ def test_a_loss_name_means_its_from_logits_form():
 
 
 def test_a_loss_function_expecting_probabilities_is_refused():
-    distiller = Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"))
+    distiller = Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"))
     with pytest.raises(ValueError, match="from_logits=True"):
         distiller.compile(loss=keras.losses.categorical_crossentropy)
 
@@ -419,7 +419,7 @@ def test_a_loss_function_expecting_probabilities_is_refused():
 def test_integer_one_hot_labels_with_categorical_loss():
     teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
     x, y = _data(32)
-    distiller = Distiller(student, teacher, temperature=3.0, alpha=0.7)
+    distiller = Distiller(student=student, teacher=teacher, temperature=3.0, soft_weight=0.7)
     distiller.compile(loss="categorical_crossentropy")
     as_ints = distiller.evaluate(x, np.eye(CLASSES, dtype="int32")[y], verbose=0)
     as_floats = distiller.evaluate(x, np.eye(CLASSES, dtype="float32")[y], verbose=0)
@@ -431,7 +431,7 @@ def test_student_output_of_rank_three_is_refused():
         [keras.Input((3, FEATURES)), keras.layers.Dense(CLASSES)], name="per_step"
     )
     x = np.zeros((8, 3, FEATURES), "float32")
-    distiller = Distiller(student, None, temperature=2.0)
+    distiller = Distiller(student=student, teacher=None, temperature=2.0)
     distiller.compile()
     batch = {"inputs": x, "teacher_logits": np.zeros((8, 3, CLASSES), "float32")}
     with pytest.raises(ValueError, match=r"\(batch, classes\) logits"):
@@ -446,7 +446,7 @@ def test_alpha_one_leaves_the_hard_term_out_of_the_loss():
     def undefined_hard_loss(labels, logits):  # 0 * NaN would spoil the loss
         return tf.fill(tf.shape(logits)[:1], np.float32("nan"))
 
-    distiller = Distiller(student, teacher, temperature=3.0, alpha=1.0)
+    distiller = Distiller(student=student, teacher=teacher, temperature=3.0, soft_weight=1.0)
     distiller.compile(loss=undefined_hard_loss)
     logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
     assert logs["loss"] == pytest.approx(np.mean(soft), rel=1e-4)
@@ -454,8 +454,56 @@ def test_alpha_one_leaves_the_hard_term_out_of_the_loss():
 
 
 def test_config_keeps_the_dtype_policy():
-    distiller = Distiller(_mlp(8, 2, "s"), _mlp(16, 1, "t"), dtype="mixed_float16")
+    distiller = Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"), dtype="mixed_float16")
     clone = Distiller.from_config(distiller.get_config())
     assert clone.dtype_policy.name == "mixed_float16"
     clone.compile(optimizer="adam")
     assert isinstance(clone.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def test_models_by_position_are_refused():
+    student, teacher = _mlp(8, 2, "s"), _mlp(16, 1, "t")
+    with pytest.raises(TypeError, match=r"by keyword.*Distiller\(student=student"):
+        Distiller(student, teacher)
+
+
+@pytest.mark.parametrize(
+    "argument, hint",
+    [
+        ("alpha", r"soft_weight=1 - alpha"),
+        ("student_loss_weight", r"soft_weight=1 - student_loss_weight"),
+        ("distillation_losses", r"distillation_loss='tempered_kl'"),
+    ],
+)
+def test_arguments_of_other_distillers_are_refused(argument, hint):
+    with pytest.raises(ValueError, match=hint):
+        Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"), **{argument: 0.1})
+
+
+def test_keras_io_compile_arguments_name_their_keras_kd_equivalent():
+    distiller = Distiller(student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"))
+    with pytest.raises(ValueError) as error:
+        distiller.compile(
+            optimizer="adam",
+            metrics=["accuracy"],
+            student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            distillation_loss_fn=keras.losses.KLDivergence(),
+            alpha=0.1,
+            temperature=10,
+        )
+    message = str(error.value)
+    for expected in (
+        "student_loss_fn -> compile(loss=",
+        "distillation_loss_fn -> Distiller(distillation_loss='tempered_kl')",
+        "soft_weight = 1 - alpha",
+        "temperature -> Distiller(temperature=",
+    ):
+        assert expected in message
+
+
+def test_a_distiller_saved_by_version_0_1_reloads_with_its_weight():
+    config = Distiller(
+        student=_mlp(8, 2, "s"), teacher=_mlp(16, 1, "t"), soft_weight=0.3
+    ).get_config()
+    config["alpha"] = config.pop("soft_weight")  # the 0.1 key
+    assert Distiller.from_config(config).soft_weight == 0.3

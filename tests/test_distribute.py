@@ -79,10 +79,10 @@ def distil_a_few_steps(setup, data, steps=3):
     with setup.strategy.scope():
         student = tiny_model(4, data.num_classes, "student")
         distiller = keras_kd.Distiller(
-            student,
-            tiny_model(6, data.num_classes, "teacher"),
+            student=student,
+            teacher=tiny_model(6, data.num_classes, "teacher"),
             temperature=2.0,
-            alpha=0.7,
+            soft_weight=0.7,
         )
         distiller.compile(
             optimizer=keras.optimizers.SGD(setup.learning_rate, momentum=0.9)
@@ -147,7 +147,7 @@ def test_soft_loss_stays_float32_and_finite_under_mixed_precision(
     big = tf.cast(tf.linspace(-60.0, 60.0, 5)[None, :], half)
     soft = keras_kd.tempered_kl(big, tf.reverse(big, [1]), temperature=0.5)
     assert soft.dtype == tf.float32 and bool(tf.reduce_all(tf.math.is_finite(soft)))
-    distiller = keras_kd.Distiller(student, teacher, temperature=4.0, alpha=0.9)
+    distiller = keras_kd.Distiller(student=student, teacher=teacher, temperature=4.0, soft_weight=0.9)
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), metrics=["accuracy"])
     x = np.random.default_rng(0).uniform(0, 255, (8, 12, 12, 3)).astype("float32")
     y = np.arange(8) % 5

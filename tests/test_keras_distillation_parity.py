@@ -48,7 +48,7 @@ def test_same_losses_and_updates_as_the_configured_peer(alpha):
     teacher.set_weights([3.0 * w for w in teacher.get_weights()])  # peaked targets
     ours_student, peer_student = dense_net(2, "ours"), dense_net(2, "peer")
 
-    ours = keras_kd.Distiller(ours_student, teacher, temperature=TEMPERATURE, alpha=alpha)
+    ours = keras_kd.Distiller(student=ours_student, teacher=teacher, temperature=TEMPERATURE, soft_weight=alpha)
     ours.compile(keras.optimizers.SGD(0.5))
     theirs = peer(peer_student, teacher, alpha)
 

@@ -48,7 +48,7 @@ def make_run(data):
         )
 
     distiller = keras_kd.Distiller(
-        tiny(4, "student"), tiny(6, "teacher"), temperature=3.0, alpha=0.8
+        student=tiny(4, "student"), teacher=tiny(6, "teacher"), temperature=3.0, soft_weight=0.8
     )
     schedule = training.warmup_cosine(0.2, EPOCHS * STEPS, warmup_steps=2)
     distiller.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9))

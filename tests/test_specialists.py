@@ -172,7 +172,7 @@ def test_train_specialist_corrects_by_the_measured_proportion():
     y = rng.integers(0, 5, size=200)
     specialist, info = sp.train_specialist(
         _generalist(), [1, 2], x, y, num_examples=128, batch_size=32,
-        soft_target_weight=0.5, verbose=0,
+        soft_weight=0.5, verbose=0,
     )
     assert specialist.output_shape == (None, 3)
     assert info["subset_fraction"] == 0.5

@@ -73,7 +73,7 @@ def test_distiller_combines_an_arithmetic_ensemble_at_its_temperature(members, x
     temperature = 2.5
     ensemble = TeacherEnsemble([m for m, _, _ in members], mean="arithmetic")
     student, sk, sb = _linear_member(99)
-    distiller = Distiller(student, ensemble, temperature=temperature, alpha=1.0)
+    distiller = Distiller(student=student, teacher=ensemble, temperature=temperature, soft_weight=1.0)
     distiller.compile(optimizer="sgd", loss=None)
     soft = distiller.evaluate(x, batch_size=len(x), verbose=0, return_dict=True)["soft_loss"]
     z = np.stack([x @ k + b for _, k, b in members])

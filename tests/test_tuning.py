@@ -57,7 +57,7 @@ def test_search_runs_teacher_once_and_saves_best(tmp_path):
     x_val, y_val = blobs(128, 1)
     teacher, counter = counting_teacher(x, y)
     hypermodel = tuning.DistillationHyperModel(
-        build_student, temperatures=(1, 4, 20), alphas=(0.5, 0.9), widths=(4, 8),
+        build_student, temperatures=(1, 4, 20), soft_weights=(0.5, 0.9), widths=(4, 8),
         optimizer=lambda: keras.optimizers.Adam(0.05),
     )
     tuner = tuning.make_tuner(
@@ -76,14 +76,14 @@ def test_search_runs_teacher_once_and_saves_best(tmp_path):
     scores = [row["val_accuracy"] for row in result.trials]
     assert scores == sorted(scores, reverse=True)
     assert result.best_score == pytest.approx(scores[0])
-    assert set(result.best_hyperparameters) == {"temperature", "alpha", "width"}
+    assert set(result.best_hyperparameters) == {"temperature", "soft_weight", "width"}
     # The saved best student reloads and reaches the recorded best accuracy.
     student = keras.models.load_model(result.paths["student"])
     predictions = student.predict(x_val, verbose=0).argmax(-1)
     assert np.mean(predictions == y_val) == pytest.approx(result.best_score, abs=1e-6)
     assert result.best_score > 0.75  # chance is 1/3
     table = result.paths["table"].read_text()
-    assert table.startswith("| trial | temperature | alpha | width | val_accuracy |")
+    assert table.startswith("| trial | temperature | soft_weight | width | val_accuracy |")
     assert json.loads(result.paths["json"].read_text())["teacher_passes"] == 1
 
 
@@ -126,7 +126,7 @@ def test_search_under_mirrored_strategy(tmp_path):
     [
         ({"temperatures": (1, 0)}, "`temperatures` must hold floats > 0"),
         ({"temperatures": ()}, "`temperatures` must be a non-empty sequence"),
-        ({"alphas": (1.5,)}, "`alphas` must hold floats in [0, 1]"),
+        ({"soft_weights": (1.5,)}, "`soft_weights` must hold floats in [0, 1]"),
         ({"widths": ("wide",)}, "`widths` must hold numbers"),
     ],
 )

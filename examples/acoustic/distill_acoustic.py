@@ -268,7 +268,7 @@ class Experiment:
 
     def _fit_soft(self, cache, x, y, *, temperature, alpha, epochs, seed):
         def fit(model):
-            distiller = Distiller(model, None, temperature=temperature, alpha=alpha)
+            distiller = Distiller(student=model, teacher=None, temperature=temperature, soft_weight=alpha)
             distiller.compile(optimizer=self._optimizer(), metrics=["accuracy"])
             data = cache.dataset(
                 x, y, batch_size=self.settings.batch_size, seed=seed,

@@ -526,7 +526,7 @@ def _run(args, setup) -> list[dict]:
         )
         if args.mode == "distill":
             model = keras_kd.Distiller(
-                student, teacher, temperature=args.temperature, alpha=args.alpha
+                student=student, teacher=teacher, temperature=args.temperature, soft_weight=args.alpha
             )
             model.compile(
                 optimizer=optimizer,

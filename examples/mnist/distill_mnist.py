@@ -196,10 +196,10 @@ class Experiment:
             # otherwise its logits on the fixed images are computed once.
             live = self.settings.student_jitter
             trainer = Distiller(
-                model,
-                self.teacher() if live else None,
+                student=model,
+                teacher=self.teacher() if live else None,
                 temperature=temperature,
-                alpha=self.settings.alpha,
+                soft_weight=self.settings.alpha,
             )
             trainer.compile(self._optimizer(epochs, len(indices)), metrics=["accuracy"])
             data = mnist_dataset(

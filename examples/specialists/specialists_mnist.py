@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
             num_examples=args.specialist_examples,
             epochs=args.specialist_epochs,
             batch_size=args.batch_size,
-            soft_target_weight=args.soft_target_weight,
+            soft_weight=args.soft_weight,
             temperature=args.temperature,
             seed=args.seed + m,
             verbose=args.verbose,
