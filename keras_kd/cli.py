@@ -26,6 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_kd.commands import (
+    CommandError,
+    CommandParser,
+    float_list,
+    fraction,
+    positive,
+    run_reporting_errors,
+)
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,10 +46,6 @@ EXAMPLES = {
     "imagenet": ("imagenet/distill_imagenet.py", "ImageNet / Imagenette distillation"),
     "specialists": ("specialists/specialists_mnist.py", "specialist models, section 5"),
 }
-
-
-class CommandError(Exception):
-    """A user error reported as one line, without a traceback."""
 
 
 def examples_dir() -> Path:
@@ -95,49 +100,10 @@ TUNER_KINDS = ("random", "bayesian", "hyperband")
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (no usage dump) and exit 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a {kind.__name__} > 0, got {text!r}"
-            ) from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__} > 0, got {text!r}")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _fraction(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
-    return value
-
-
-def _float_list(text):
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        values = []
-    if not values:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers such as 1,2,5,10, got {text!r}"
-        )
-    return values
+_Parser = CommandParser
+_positive = positive
+_fraction = fraction
+_float_list = float_list
 
 
 def _data_path(spec: str, data_dir: str | None) -> Path:
@@ -603,14 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     return _run_reporting_errors(args.command, lambda: args.handler(args))
 
 
-def _run_reporting_errors(command: str, run) -> int:
-    """Runs a subcommand; a user error becomes one line on stderr and exit 2."""
-    try:
-        return int(run() or 0)
-    except (CommandError, FileNotFoundError, ValueError) as error:
-        message = " ".join(str(error).split())
-        print(f"keras-kd {command}: error: {message}", file=sys.stderr)
-        return 2
+_run_reporting_errors = run_reporting_errors
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ class RunSettingsError(ValueError):
     """A run folder holds a model trained (or being trained) with other settings."""
 
 
+class RunFolderBusyError(RuntimeError):
+    """Another live process is training into the same run folder."""
+
+
 def canonical_settings(settings: Mapping) -> dict:
     """`settings` as plain JSON values (tuples as lists, paths as strings).
 
@@ -207,7 +211,7 @@ class RunFolder:
     Raises:
         keras_kd.files.FolderNotOwnedError: for a folder that is not a run
             folder.
-        RuntimeError: when another live process holds the folder.
+        RunFolderBusyError: when another live process holds the folder.
     """
 
     def __init__(self, root: str | os.PathLike, *, lock: bool = True):
@@ -237,7 +241,7 @@ class RunFolder:
             except ValueError:
                 pid = None
             if pid and pid != os.getpid() and _alive(pid):
-                raise RuntimeError(
+                raise RunFolderBusyError(
                     f"Another keras-kd process (pid {pid}) is running in {self.root}. "
                     "Wait for it to end, or use another output folder."
                 )
