@@ -99,9 +99,7 @@ def atomic_write_json(path: str | os.PathLike, payload) -> Path:
 
 
 def _json_default(value):
-    if hasattr(value, "item"):  # NumPy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
         return value.tolist()
     if isinstance(value, os.PathLike):
         return os.fspath(value)

@@ -74,9 +74,7 @@ def canonical_settings(settings: Mapping) -> dict:
 def _plain(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars
         return value.tolist()
     raise TypeError(
         f"Run settings must be JSON values (numbers, strings, lists, dicts); got "

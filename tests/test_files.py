@@ -1,0 +1,82 @@
+"""Whole-or-nothing writes and removing only what keras-kd wrote."""
+
+import os
+
+import numpy as np
+import pytest
+
+from keras_kd import files
+
+
+def test_atomic_path_leaves_the_old_file_when_the_writer_fails(tmp_path):
+    target = tmp_path / "record.json"
+    files.atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with files.atomic_path(target) as partial:
+            partial.write_text("half")
+            raise RuntimeError("killed")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
+
+
+def test_atomic_path_keeps_the_suffix_writers_need(tmp_path):
+    with files.atomic_path(tmp_path / "logits.npy") as partial:
+        assert partial.suffix == ".npy" and partial.parent == tmp_path
+        np.save(partial, np.arange(3))
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), np.arange(3))
+
+
+def test_atomic_write_json_writes_numpy_values(tmp_path):
+    path = files.atomic_write_json(tmp_path / "a.json", {"n": np.int64(3), "v": np.ones(2)})
+    assert path.read_text() == '{\n  "n": 3,\n  "v": [\n    1.0,\n    1.0\n  ]\n}\n'
+
+
+def test_claim_folder_refuses_user_files_and_names_them(tmp_path):
+    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "shard-notes.npy").write_bytes(b"mine")
+    with pytest.raises(files.FolderNotOwnedError, match="manifest.json, shard-notes.npy"):
+        files.claim_folder(tmp_path, kind="teacher-cache")
+    assert (tmp_path / "shard-notes.npy").read_bytes() == b"mine"
+
+
+def test_claim_folder_adopts_allowed_files_and_refuses_another_kind(tmp_path):
+    (tmp_path / "shard-00000.npy").write_bytes(b"")
+    files.claim_folder(tmp_path, kind="teacher-cache", allowed=lambda n: n.startswith("shard-"))
+    assert files.owns(tmp_path, "teacher-cache")
+    with pytest.raises(files.FolderNotOwnedError, match="'teacher-cache' folder, not a 'run'"):
+        files.claim_folder(tmp_path, kind="run")
+
+
+def test_claim_folder_refuses_a_file_and_a_path_under_a_file(tmp_path):
+    regular = tmp_path / "file.txt"
+    regular.write_text("x")
+    with pytest.raises(files.FolderNotOwnedError, match="is a file"):
+        files.claim_folder(regular, kind="export")
+    with pytest.raises(files.FolderNotOwnedError, match="part of that path is a file"):
+        files.claim_folder(regular / "out", kind="export")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_claim_folder_refuses_an_unwritable_parent(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(files.FolderNotOwnedError, match="permission denied"):
+        files.claim_folder(locked / "out", kind="export")
+
+
+def test_remove_owned_removes_only_inside_our_folders(tmp_path):
+    ours = files.claim_folder(tmp_path / "cache", kind="teacher-cache")
+    (ours / "shard-00000.npy").write_bytes(b"")
+    assert files.remove_owned(ours, "teacher-cache", ["shard-00000.npy", "gone.npy"]) == [
+        ours / "shard-00000.npy"
+    ]
+    with pytest.raises(files.FolderNotOwnedError, match="Refusing to remove"):
+        files.remove_owned(ours, "teacher-cache", ["../escape"])
+    with pytest.raises(files.FolderNotOwnedError, match="Refusing to remove"):
+        files.remove_owned(ours, "teacher-cache", [files.OWNER_FILE])
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "a.npy").write_bytes(b"mine")
+    with pytest.raises(files.FolderNotOwnedError, match="not a keras-kd"):
+        files.remove_owned(theirs, "teacher-cache", ["a.npy"])
+    assert (theirs / "a.npy").exists()
