@@ -113,34 +113,27 @@ def atomic_save_model(model, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def claim_folder(
+def check_claimable(
     path: str | os.PathLike,
     *,
     kind: str,
     allowed: Callable[[str], bool] | None = None,
 ) -> Path:
-    """Creates `path` for a keras-kd writer, or checks that it already is one.
+    """Checks, without creating anything, that `claim_folder` would accept `path`.
+
+    Writers whose work is expensive (an export, a long run) call it first, so
+    that a bad output folder fails before any work is done.
 
     Args:
         path: The folder.
         kind: The writer's name, e.g. `"run"`, `"teacher-cache"`, `"export"`.
-        allowed: For a folder that exists without our marker: a predicate on
-            file names that the writer may adopt (files an earlier keras-kd
-            version wrote without a marker). Default: only an empty folder is
-            adopted.
+        allowed: As for `claim_folder`.
 
     Returns:
         The folder as a `Path`.
 
     Raises:
-        FolderNotOwnedError: when `path` is a file, belongs to another kind of
-            keras-kd writer, or holds files that are not this writer's.
-
-    Example:
-
-    >>> import tempfile
-    >>> claim_folder(tempfile.mkdtemp() + "/export", kind="export").name
-    'export'
+        FolderNotOwnedError: as `claim_folder` would.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -173,23 +166,75 @@ def claim_folder(
                 "keras-kd never mixes its files with yours or removes them: give "
                 "an empty or new folder."
             )
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FolderNotOwnedError(
+            f"Cannot create the folder {path}: {existing} is a file. Give a folder "
+            "under an existing directory."
+        )
+    if not _writable(existing):
+        raise FolderNotOwnedError(
+            f"Cannot write to {existing} (permission denied or a read-only file "
+            f"system), so {path} cannot be used. Give a folder you can write to."
+        )
+    return path
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a file can be created in `folder` (tried: `os.access` lies to root
+    and knows nothing of read-only file systems)."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=".keras-kd-probe.", dir=folder)
+    except OSError:
+        return False
+    os.close(handle)
+    os.unlink(name)
+    return True
+
+
+def claim_folder(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    allowed: Callable[[str], bool] | None = None,
+) -> Path:
+    """Creates `path` for a keras-kd writer, or checks that it already is one.
+
+    Args:
+        path: The folder.
+        kind: The writer's name, e.g. `"run"`, `"teacher-cache"`, `"export"`.
+        allowed: For a folder that exists without our marker: a predicate on
+            file names that the writer may adopt (files an earlier keras-kd
+            version wrote without a marker). Default: only an empty folder is
+            adopted.
+
+    Returns:
+        The folder as a `Path`.
+
+    Raises:
+        FolderNotOwnedError: when `path` is a file, lies under a file, cannot be
+            written, belongs to another kind of keras-kd writer, or holds files
+            that are not this writer's.
+
+    Example:
+
+    >>> import tempfile
+    >>> claim_folder(tempfile.mkdtemp() + "/export", kind="export").name
+    'export'
+    """
+    path = check_claimable(path, kind=kind, allowed=allowed)
+    if owns(path, kind):
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
+        atomic_write_json(path / OWNER_FILE, {"kind": kind})
+    except OSError as error:
         raise FolderNotOwnedError(
-            f"Cannot create the folder {path}: a part of that path is a file. Give "
-            "a folder under an existing directory."
+            f"Cannot create the folder {path}: {error.strerror or error}. Give a "
+            "folder you can write to."
         ) from error
-    except PermissionError as error:
-        raise FolderNotOwnedError(
-            f"Cannot create the folder {path}: permission denied. Give a folder "
-            "you can write to."
-        ) from error
-    if not os.access(path, os.W_OK):
-        raise FolderNotOwnedError(
-            f"The folder {path} is not writable. Give a folder you can write to."
-        )
-    atomic_write_json(marker, {"kind": kind})
     return path
 
 
