@@ -21,23 +21,37 @@ weights, the same batch size, the same number of steps per timed call, the same
 `TeacherCache.dataset`. It also reports the cache build time, bytes per example
 (full vs top-k, 10 and 1000 classes) and the process' peak resident memory.
 
+With ``--baseline-python`` it instead compares the online distillation step
+(``kd_online``) of two keras_kd versions: the one this interpreter imports and the
+one another interpreter imports (e.g. a virtualenv holding keras-kd 0.1.0). Each
+version runs in its own worker process on the same saved teacher and student and
+the same data, and a third worker runs this version again as a control; the
+parent times one call of each worker per round, round after round, and reports
+the median wall and CPU time per step and the speed ratios (the control's ratio
+is the noise floor of the shared machine).
+
 Usage:
 
     nice -n 10 .venv/bin/python benchmarks/throughput.py            # 9 rounds of one epoch
+    nice -n 10 .venv/bin/python benchmarks/throughput.py \
+        --baseline-python /tmp/keras-kd-0.1.0/bin/python --rounds 15  # this vs 0.1.0
 
-Writes benchmarks/runs/throughput/<date>.json and benchmarks/results/throughput.md.
+Writes benchmarks/runs/throughput/<date>.json and benchmarks/results/throughput.md
+(or, when comparing, benchmarks/results/throughput_vs_baseline.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import inspect
 import json
 import os
 import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -49,10 +63,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_kd.cache import build_teacher_cache  # noqa: E402
-from keras_kd.distiller import Distiller  # noqa: E402
-from keras_kd.reports import markdown_table  # noqa: E402
-from keras_kd.teachers import TeacherEnsemble  # noqa: E402
+# keras_kd is imported inside the functions: a --worker process may run an older
+# keras_kd (the baseline of --baseline-python), which lacks some of these modules.
 
 ROOT = Path(__file__).resolve().parent
 INPUT_SIZE, CLASSES = 784, 10
@@ -72,22 +84,56 @@ def parse_args(argv=None):
                              "into 300-300 (\"300 or more units\")")
     parser.add_argument("--mean", default="arithmetic", choices=("arithmetic", "geometric"))
     parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.9)
+    parser.add_argument("--soft-weight", type=float, default=0.9,
+                        help="weight of the soft term (the hard term gets 1 - it)")
     parser.add_argument("--jit-compile", action="store_true", help="XLA for every variant")
     parser.add_argument("--steps-per-execution", type=int, default=1,
                         help="Keras steps_per_execution for every variant")
     parser.add_argument("--run-dir", default=str(ROOT / "runs" / "throughput"))
-    parser.add_argument("--results", default=str(ROOT / "results" / "throughput.md"))
+    parser.add_argument("--results", default=None,
+                        help="Markdown report (default: benchmarks/results/throughput.md, "
+                             "or throughput_vs_baseline.md with --baseline-python)")
+    parser.add_argument("--baseline-python", default=None,
+                        help="compare kd_online with the keras_kd this Python imports")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def mlp(hidden, seed, name):
-    """ReLU MLP on flattened 28x28 inputs, logits out (the paper's MNIST nets)."""
+    """The paper's MNIST net (logits out) with weights drawn from `seed`."""
+    from keras_kd.models import mlp as build_mlp
+
     keras.utils.set_random_seed(seed)
-    layers = [keras.Input((INPUT_SIZE,))]
-    layers += [keras.layers.Dense(width, activation="relu") for width in hidden]
-    layers.append(keras.layers.Dense(CLASSES))
-    return keras.Sequential(layers, name=name)
+    return build_mlp(INPUT_SIZE, hidden, CLASSES, name=name)
+
+
+def synthetic_data(args):
+    """Inputs and labels of the transfer set (throughput ignores pixel values)."""
+    rng = np.random.default_rng(0)
+    x = rng.random((args.examples, INPUT_SIZE), dtype=np.float32)
+    return x, rng.integers(0, CLASSES, args.examples)
+
+
+def online_dataset(x, y, batch_size):
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0)
+    return data.batch(batch_size).repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def make_distiller(student, teacher, args):
+    """A keras_kd.Distiller in the API of whichever keras_kd is imported."""
+    from keras_kd import Distiller
+
+    parameters = inspect.signature(Distiller).parameters
+    if "soft_weight" in parameters:  # keras_kd >= 0.2
+        return Distiller(student=student, teacher=teacher, temperature=args.temperature,
+                         soft_weight=args.soft_weight)
+    return Distiller(student, teacher, temperature=args.temperature, alpha=args.soft_weight)
+
+
+def compile_kwargs(args):
+    return {"optimizer": keras.optimizers.Adam(1e-3), "jit_compile": args.jit_compile,
+            "steps_per_execution": args.steps_per_execution}
 
 
 def peak_rss_mib() -> float:
@@ -96,6 +142,8 @@ def peak_rss_mib() -> float:
 
 def bytes_per_example_table(run_dir: Path) -> list[dict]:
     """Cache size per example for full and top-k storage, 10 and 1000 classes."""
+    from keras_kd.cache import build_teacher_cache
+
     rows = []
     x = np.random.default_rng(0).normal(size=(2048, 32)).astype("float32")
     for classes, ks in ((10, (None, 5)), (1000, (None, 10, 100))):
@@ -117,6 +165,19 @@ def bytes_per_example_table(run_dir: Path) -> list[dict]:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if args.baseline_python:
+        return compare_with_baseline(args, argv)
+    return all_variants(args, argv)
+
+
+def all_variants(args, argv):
+    """Times every variant, interleaved, and writes the full report."""
+    from keras_kd.cache import build_teacher_cache
+    from keras_kd.reports import markdown_table
+    from keras_kd.teachers import TeacherEnsemble
+
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now()
@@ -124,9 +185,7 @@ def main(argv=None):
     steps_per_epoch = int(np.ceil(args.examples / batch))
     steps = args.steps or steps_per_epoch
 
-    rng = np.random.default_rng(0)
-    x = rng.random((args.examples, INPUT_SIZE), dtype=np.float32)
-    y = rng.integers(0, CLASSES, args.examples)
+    x, y = synthetic_data(args)
     teacher = mlp([1200, 1200], 100, "teacher")
     ensemble = TeacherEnsemble(
         [mlp([1200, 1200], 200 + m, f"member_{m}") for m in range(args.members)],
@@ -149,24 +208,19 @@ def main(argv=None):
     rss_build = peak_rss_mib()
 
     def online_data():
-        data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=0)
-        return data.batch(batch).repeat().prefetch(tf.data.AUTOTUNE)
+        return online_dataset(x, y, batch)
 
     def student():
         model = mlp(hidden, 1, "student")
         model.set_weights(initial_student)
         return model
 
-    def compile_kwargs():
-        return {"optimizer": keras.optimizers.Adam(1e-3), "jit_compile": args.jit_compile,
-                "steps_per_execution": args.steps_per_execution}
-
     def fitter(model, data):
         return lambda n: model.fit(data, epochs=1, steps_per_epoch=n, verbose=0)
 
     variants = {}
     plain = student()
-    plain.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs())
+    plain.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs(args))
     variants["plain"] = fitter(plain, online_data())
 
     keras_distiller = keras.distillation.Distiller(
@@ -175,17 +229,17 @@ def main(argv=None):
         distillation_losses=keras.distillation.LogitsDistillation(
             temperature=args.temperature, loss=keras.losses.KLDivergence()
         ),
-        # total = w * CE + (1 - w) * KD: the soft term already gets 1 - w = alpha.
-        student_loss_weight=1.0 - args.alpha,
+        # total = w * CE + (1 - w) * KD: the soft term gets 1 - w = soft_weight.
+        student_loss_weight=1.0 - args.soft_weight,
     )
     keras_distiller.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs()
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs(args)
     )
     variants["keras_distiller"] = fitter(keras_distiller, online_data())
 
     def kd(teacher_model, data):
-        distiller = Distiller(student=student(), teacher=teacher_model, temperature=args.temperature, soft_weight=args.alpha)
-        distiller.compile(**compile_kwargs())
+        distiller = make_distiller(student(), teacher_model, args)
+        distiller.compile(**compile_kwargs(args))
         return fitter(distiller, data)
 
     variants["kd_online"] = kd(teacher, online_data())
@@ -283,7 +337,7 @@ def main(argv=None):
         f"Python {platform.python_version()}, {os.cpu_count()} CPU cores (shared), "
         f"jit_compile={args.jit_compile}, steps_per_execution={args.steps_per_execution}  \n"
         f"Setup: student 784-{args.student_hidden.replace(',', '-')}-10, batch {batch}, {steps} steps per timed call ({steps_per_epoch} = one epoch), "
-        f"{args.rounds} interleaved rounds, warm-up excluded, T={args.temperature}, alpha={args.alpha}, "
+        f"{args.rounds} interleaved rounds, warm-up excluded, T={args.temperature}, soft_weight={args.soft_weight}, "
         f"{args.examples} synthetic examples, ensemble of {args.members} ({args.mean} mean)."
     )
     report = "\n".join([
@@ -312,7 +366,135 @@ def main(argv=None):
                "rows": rows, "checks": checks, "cache": cache_rows, "sizes": size_rows,
                "memory": memory}
     (run_dir / f"{started:%Y%m%d-%H%M%S}.json").write_text(json.dumps(payload, indent=1, default=str))
-    results = Path(args.results)
+    results = Path(args.results or ROOT / "results" / "throughput.md")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(report)
+    return 0
+
+
+def worker(args):
+    """Times kd_online with the imported keras_kd, on calls from the parent.
+
+    Reads `run` lines on stdin and answers each with one JSON line of the wall
+    and CPU seconds of one `fit` call of `--steps` steps; `quit` ends it.
+    """
+    import keras_kd
+
+    model_dir = Path(args.model_dir)
+    teacher = keras.models.load_model(model_dir / "teacher.keras")
+    student = keras.models.load_model(model_dir / "student.keras")
+    x, y = synthetic_data(args)
+    distiller = make_distiller(student, teacher, args)
+    distiller.compile(**compile_kwargs(args))
+    data = online_dataset(x, y, args.batch_size)
+    distiller.fit(data, epochs=1, steps_per_epoch=args.warmup_steps, verbose=0, shuffle=False)
+    print(json.dumps({"ready": getattr(keras_kd, "__version__", "?"),
+                      "module": keras_kd.__file__}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        distiller.fit(data, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
+        print(json.dumps({"cpu": time.process_time() - cpu0,
+                          "wall": time.perf_counter() - wall0}), flush=True)
+    return 0
+
+
+def compare_with_baseline(args, argv):
+    """kd_online of this keras_kd against the baseline's, interleaved by call.
+
+    A third worker runs this keras_kd again: the ratio between the two identical
+    workers shows how far the shared machine alone moves the figures.
+    """
+    from keras_kd.reports import markdown_table
+
+    run_dir = Path(args.run_dir)
+    model_dir = run_dir / "compare-models"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    started = datetime.datetime.now()
+    steps = args.steps or int(np.ceil(args.examples / args.batch_size))
+    hidden = [int(w) for w in args.student_hidden.split(",")]
+    mlp([1200, 1200], 100, "teacher").save(model_dir / "teacher.keras")
+    mlp(hidden, 1, "student").save(model_dir / "student.keras")
+    forwarded = [
+        "--worker", "--model-dir", str(model_dir), "--steps", str(steps),
+        "--warmup-steps", str(args.warmup_steps), "--batch-size", str(args.batch_size),
+        "--examples", str(args.examples), "--temperature", str(args.temperature),
+        "--soft-weight", str(args.soft_weight),
+        "--steps-per-execution", str(args.steps_per_execution),
+    ] + (["--jit-compile"] if args.jit_compile else [])
+    pythons = {"baseline": args.baseline_python, "this": sys.executable,
+               "this (control)": sys.executable}
+    workers = {
+        name: subprocess.Popen([python, __file__, *forwarded], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+        for name, python in pythons.items()
+    }
+    names = list(workers)
+    times = {name: {"wall": [], "cpu": []} for name in names}
+    try:
+        versions = {name: json.loads(w.stdout.readline()) for name, w in workers.items()}
+        for round_index in range(args.rounds):
+            shift = round_index % len(names)  # each worker runs first, second, third in turn
+            for name in names[shift:] + names[:shift]:
+                workers[name].stdin.write("run\n")
+                workers[name].stdin.flush()
+                result = json.loads(workers[name].stdout.readline())
+                for key in ("wall", "cpu"):
+                    times[name][key].append(result[key])
+            print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+                f"{n} {times[n]['cpu'][-1]:.2f}s CPU" for n in names), flush=True)
+    finally:
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
+    per_step = {name: {key: statistics.median(values) / steps for key, values in t.items()}
+                for name, t in times.items()}
+    rows = [{"keras_kd": name, "module": versions[name]["module"],
+             "ms/step median CPU": f"{per_step[name]['cpu'] * 1e3:.2f}",
+             "ms/step median wall": f"{per_step[name]['wall'] * 1e3:.2f}"}
+            for name in names]
+
+    def speed(reference, name):
+        """reference time / name time: by medians, and the median per-round ratio."""
+        return {
+            f"{estimate} {key}": value
+            for key in ("cpu", "wall")
+            for estimate, value in (
+                ("median", per_step[reference][key] / per_step[name][key]),
+                # A round times all workers back to back, so its ratio cancels
+                # the slow drifts of the machine's load.
+                ("paired", statistics.median(
+                    r / t for r, t in zip(times[reference][key], times[name][key], strict=True))),
+            )
+        }
+
+    speeds = {"this vs baseline": speed("baseline", "this"),
+              "control: this vs this (noise floor)": speed("this (control)", "this")}
+    speed_rows = [{"comparison": label, **{k: f"{v:.3f}" for k, v in value.items()}}
+                  for label, value in speeds.items()]
+    command = ("nice -n 10 .venv/bin/python benchmarks/throughput.py "
+               + " ".join(argv or sys.argv[1:]))
+    report = "\n".join([
+        "# kd_online: this keras_kd against a baseline, interleaved",
+        "",
+        f"Command: `{command.strip()}`  \n"
+        f"Date: {started:%Y-%m-%d %H:%M}; TF {tf.__version__}, Keras {keras.__version__}, "
+        f"{os.cpu_count()} CPU cores (shared), jit_compile={args.jit_compile}  \n"
+        f"Setup: teacher 784-1200-1200-10 online, student 784-{args.student_hidden.replace(',', '-')}-10, "
+        f"batch {args.batch_size}, {steps} steps per timed call, {args.rounds} rounds; each round "
+        "times the three worker processes in turn (warm-up excluded).",
+        "",
+        markdown_table(rows),
+        "Speed (reference time / this time; above 1 is faster than the reference):",
+        "",
+        markdown_table(speed_rows),
+    ])
+    print(report)
+    payload = {"args": vars(args), "date": started.isoformat(), "steps": steps,
+               "versions": versions, "times": times, "speeds": speeds}
+    (run_dir / f"compare-{started:%Y%m%d-%H%M%S}.json").write_text(json.dumps(payload, indent=1))
+    results = Path(args.results or ROOT / "results" / "throughput_vs_baseline.md")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(report)
     return 0

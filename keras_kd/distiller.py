@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
+import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from keras_kd import checks
 from keras_kd import losses as kd_losses
+from keras_kd.batch import INPUTS, TEACHER_LOGITS, TEACHER_TEMPERATURE, split_batch
 
-# Keys of a batch that carries precomputed teacher outputs (see `keras_kd.cache`):
-# `x = {INPUTS: student_inputs, TEACHER_LOGITS: logits}`.
-INPUTS = "inputs"
-TEACHER_LOGITS = "teacher_logits"
-# The temperature at which a cached arithmetic-mean ensemble was combined.
-TEACHER_TEMPERATURE = "teacher_temperature"
+# INPUTS, TEACHER_LOGITS and TEACHER_TEMPERATURE are defined in keras_kd.batch and
+# re-exported here for modules written against keras_kd 0.1.
+__all__ = [
+    "INPUTS",
+    "TEACHER_LOGITS",
+    "TEACHER_TEMPERATURE",
+    "Distiller",
+    "NonFiniteLossError",
+    "ends_in_softmax",
+    "require_tensorflow_backend",
+    "validate_soft_weight",
+]
 
 DISTILLATION_LOSSES = ("tempered_kl", "logit_matching")
-
-# Marks the assertions of `Distiller` so that `fit`/`evaluate` can turn the
-# TensorFlow error they raise at run time into a plain `ValueError`.
-_CHECK_MARKER = "[keras_kd check] "
 
 
 def require_tensorflow_backend(what: str) -> None:
@@ -187,6 +192,47 @@ def _per_example(values):
     return values
 
 
+def _defaults(function) -> dict:
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
+
+_FIT_SIGNATURE = inspect.signature(keras.Model.fit)
+_FIT_DEFAULTS = _defaults(keras.Model.fit)
+_EVALUATE_SIGNATURE = inspect.signature(keras.Model.evaluate)
+_EVALUATE_DEFAULTS = _defaults(keras.Model.evaluate)
+
+
+class NonFiniteLossError(ValueError):
+    """The training or validation loss became NaN/Inf during `Distiller.fit`."""
+
+
+class _FiniteLossGuard(keras.callbacks.Callback):
+    """Stops `fit` at the end of an epoch whose loss is NaN/Inf.
+
+    The per-batch checks of inputs and teacher outputs do not run under XLA,
+    and divergence passes them all; the epoch's mean loss is NaN/Inf after
+    either, so this catches both at the cost of reading two floats per epoch.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLossError(
+                    f"`{key}` is {float(value)} at the end of epoch {epoch + 1}, so "
+                    "the student's weights are no longer usable. The checks of the "
+                    "first batch passed: either a later batch holds NaN/Inf (in the "
+                    "inputs, labels or teacher outputs; under jit_compile=True the "
+                    "per-batch checks do not run, compile with jit_compile=False to "
+                    "have every batch checked), or training diverged (lower the "
+                    "learning rate, or clip gradients with clipnorm=1.0)."
+                )
+
+
 class Distiller(keras.Model):
     """Trains a student on a teacher's soft targets and on hard labels.
 
@@ -209,8 +255,9 @@ class Distiller(keras.Model):
     single-device update on the same global batch.
 
     Teacher outputs may also arrive with the data, precomputed (see
-    `keras_kd.cache`): a batch `x = {"inputs": ..., "teacher_logits": ...}` is
-    used as is and the teacher (which may then be `None`) is not run.
+    `keras_kd.cache`): a batch whose `x` is `keras_kd.batch.make_batch(inputs,
+    logits)`, i.e. `{"inputs": ..., "teacher_logits": ...}`, is used as is and
+    the teacher (which may then be `None`) is not run.
 
     Args:
         student: The `keras.Model` to train (keyword only, like `teacher`, so the
@@ -232,12 +279,21 @@ class Distiller(keras.Model):
     The student must output `(batch, classes)` logits; with `soft_weight` 0 or 1 the
     unused term is logged but does not enter the loss.
 
-    Checks of values (teacher outputs with NaN/Inf, probabilities given as
-    logits, a cached ensemble combined at another temperature) run inside the
-    compiled step and surface from `fit`/`evaluate` as a `ValueError`. XLA
-    compiles such assertions away: with `jit_compile=True`, which Keras picks
-    by default on a GPU, they do not run, so compile with `jit_compile=False`
-    for a first run on new data or a new teacher.
+    Before training, `fit` and `evaluate` check their data eagerly, whatever the
+    compile mode (see `check_data`): arrays whole (lengths, NaN/Inf, label type
+    and range), datasets by their first batch, and the teacher's outputs on the
+    first batch (NaN/Inf, probabilities given as logits, class count, a cached
+    ensemble combined at another temperature). Each problem is a `ValueError` or
+    `TypeError` that names it and the fix. Every later batch is checked inside
+    the compiled step for NaN/Inf in the inputs and the teacher's outputs and
+    for the teacher's and the cache's checks above; a class id out of range
+    there is TensorFlow's error, turned into the same `ValueError`. XLA
+    (`jit_compile=True`, Keras' default on a GPU) compiles those assertions
+    away; there, and after a divergence, a NaN/Inf first met in a later batch
+    shows as a non-finite loss, which `fit` reports as a `NonFiniteLossError`
+    at the end of that epoch, before later callbacks run. A data object is
+    checked eagerly once per Distiller (the same arrays passed to `fit` again
+    are not scanned again).
 
     Example:
 
@@ -291,12 +347,11 @@ class Distiller(keras.Model):
         if teacher is not None:
             teacher.trainable = False
         self.student_loss = None
+        self._checked_data = checks.SeenData()
         self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
         self.hard_loss_tracker = keras.metrics.Mean(name="hard_loss")
         if student.built:
             self.built = True
-
-    # ------------------------------------------------------------------ checks
 
     def _validate_models(self, student, teacher):
         if not isinstance(student, keras.Layer):
@@ -330,57 +385,6 @@ class Distiller(keras.Model):
                     f"{teacher_classes} outputs, the student {student_classes}. Both "
                     "must give one logit per class of the same label set."
                 )
-
-    def _check_teacher_logits(self, teacher_logits, student_logits):
-        """Static checks at trace time, run-time assertions on the values."""
-        if teacher_logits.shape[-1] != student_logits.shape[-1]:
-            raise ValueError(
-                f"Teacher and student output shapes differ: teacher "
-                f"{tuple(teacher_logits.shape)}, student "
-                f"{tuple(student_logits.shape)}. Both must give one logit per class."
-            )
-        finite = tf.reduce_all(tf.math.is_finite(teacher_logits))
-        checks = [
-            tf.debugging.Assert(
-                finite,
-                [
-                    _CHECK_MARKER + "The teacher's outputs contain NaN or Inf, so "
-                    "the soft targets are undefined. Check the teacher (evaluate it "
-                    "alone) or the cached teacher outputs."
-                ],
-            )
-        ]
-        if self.teacher_outputs == "logits" and teacher_logits.shape[-1] > 1:
-            sums = tf.reduce_sum(teacher_logits, axis=-1)
-            looks_like_probabilities = tf.reduce_all(
-                (teacher_logits >= 0.0) & (teacher_logits <= 1.0)
-            ) & tf.reduce_all(tf.abs(sums - 1.0) < 1e-3)
-            checks.append(
-                tf.debugging.Assert(
-                    tf.logical_not(looks_like_probabilities),
-                    [
-                        _CHECK_MARKER + "The teacher's outputs look like "
-                        "probabilities (each row is in [0, 1] and sums to 1) but "
-                        "teacher_outputs='logits'. Pass "
-                        "teacher_outputs='probabilities' or give logits."
-                    ],
-                )
-            )
-        return checks
-
-    @contextlib.contextmanager
-    def _plain_errors(self):
-        try:
-            yield
-        except tf.errors.InvalidArgumentError as error:
-            message = error.message
-            if _CHECK_MARKER not in message:
-                raise
-            text = message.split(_CHECK_MARKER, 1)[1]
-            text = text.split("\n", 1)[0].rstrip("'\" ]").replace("\\'", "'")
-            raise ValueError(text) from None
-
-    # ----------------------------------------------------------------- compile
 
     def compile(
         self,
@@ -450,39 +454,9 @@ class Distiller(keras.Model):
         config.pop("loss_weights", None)
         self.compile(**config)
 
-    # -------------------------------------------------------------- training
-
     def call(self, inputs, training=False):
         """The student's logits at `T = 1`."""
-        if isinstance(inputs, dict) and TEACHER_LOGITS in inputs:
-            inputs = inputs[INPUTS]
-        return self.student(inputs, training=training)
-
-    def _split(self, x):
-        """(student inputs, precomputed teacher outputs or None, their checks)."""
-        if isinstance(x, dict) and TEACHER_LOGITS in x:
-            if INPUTS not in x:
-                raise ValueError(
-                    f"A batch with {TEACHER_LOGITS!r} must hold the student's inputs "
-                    f"under {INPUTS!r}; got keys {sorted(x)}."
-                )
-            checks = []
-            if TEACHER_TEMPERATURE in x and self.distillation_loss == "tempered_kl":
-                combined_at = tf.cast(x[TEACHER_TEMPERATURE], tf.float32)
-                checks.append(
-                    tf.debugging.Assert(
-                        tf.reduce_all(tf.abs(combined_at - self.temperature) < 1e-6),
-                        [
-                            _CHECK_MARKER + "The cached ensemble was combined at "
-                            "another temperature than the Distiller's "
-                            f"temperature={self.temperature:g}. Pass the "
-                            "Distiller's temperature to TeacherCache.dataset"
-                            "(temperature=...).",
-                        ],
-                    )
-                )
-            return x[INPUTS], x[TEACHER_LOGITS], checks
-        return x, None, []
+        return self.student(split_batch(inputs)[0], training=training)
 
     def _teacher_logits(self, inputs, cached):
         if cached is not None:
@@ -514,7 +488,7 @@ class Distiller(keras.Model):
                 "The batch has labels but the Distiller was compiled with loss=None; "
                 "compile with a loss to use them."
             )
-        self._check_labels(y, student_logits)
+        checks.check_labels(y, self.student_loss, student_logits.shape[-1])
         if isinstance(self.student_loss, keras.losses.Loss):
             # `call` gives per-example values; like `Loss.__call__`, cast the labels
             # to the loss dtype (integer one-hot labels, say).
@@ -523,25 +497,6 @@ class Distiller(keras.Model):
         else:
             values = self.student_loss(y, student_logits)
         return _per_example(values)
-
-    def _check_labels(self, y, student_logits):
-        classes = student_logits.shape[-1]
-        rank = y.shape.rank
-        if isinstance(self.student_loss, keras.losses.SparseCategoricalCrossentropy):
-            if rank is not None and rank >= 2 and y.shape[-1] not in (1, None):
-                raise ValueError(
-                    f"Labels of shape {tuple(y.shape)} look one-hot, but the loss is "
-                    "sparse categorical cross-entropy (integer labels). Pass "
-                    "integer class ids, or compile with "
-                    "loss='categorical_crossentropy'."
-                )
-        if isinstance(self.student_loss, keras.losses.CategoricalCrossentropy):
-            if rank is not None and (rank < 2 or y.shape[-1] != classes):
-                raise ValueError(
-                    f"Labels of shape {tuple(y.shape)} are not one-hot over {classes} "
-                    "classes, but the loss is categorical cross-entropy. Pass one-hot "
-                    "labels or compile with loss='sparse_categorical_crossentropy'."
-                )
 
     @staticmethod
     def _global_batch_size(local_size):
@@ -556,11 +511,22 @@ class Distiller(keras.Model):
     def _num_replicas():
         return tf.distribute.get_strategy().num_replicas_in_sync
 
-    def _compute_terms(self, x, y, sample_weight, training):
-        """Per-example soft, hard and weighted total losses, plus student logits."""
-        inputs, cached, checks = self._split(x)
+    def _compute_terms(self, x, y, sample_weight, training, teacher_required=None):
+        """Per-example soft, hard and weighted total losses, plus student logits.
+
+        Eagerly (the checks before `fit`) a failed check raises at once; traced,
+        the checks are assertions that the loss terms depend on, the inputs'
+        first, so that a NaN input is not reported as a NaN teacher output.
+        """
+        if teacher_required is None:
+            teacher_required = training
+        inputs, cached, combined_at = split_batch(x)
+        input_checks = checks.check_inputs(inputs)
+        if combined_at is not None and self.distillation_loss == "tempered_kl":
+            input_checks.append(checks.check_temperature(combined_at, self.temperature))
+        input_checks = [c for c in input_checks if c is not None]
         teacher_logits = None
-        if cached is not None or self.teacher is not None or training:
+        if cached is not None or self.teacher is not None or teacher_required:
             teacher_logits = self._teacher_logits(inputs, cached)
         student_logits = self.student(inputs, training=training)
         if student_logits.shape.rank != 2:
@@ -571,11 +537,15 @@ class Distiller(keras.Model):
             )
         soft = hard = None
         if teacher_logits is not None:
-            checks = checks + self._check_teacher_logits(teacher_logits, student_logits)
-            with tf.control_dependencies([c for c in checks if c is not None]):
+            with tf.control_dependencies(input_checks):
+                teacher_checks = checks.check_teacher_outputs(
+                    teacher_logits, student_logits, self.teacher_outputs
+                )
+            with tf.control_dependencies(input_checks + teacher_checks):
                 soft = self._soft_term(teacher_logits, student_logits)
         if y is not None and (self.student_loss is not None or self.soft_weight < 1.0):
-            hard = self._hard_term(y, tf.cast(student_logits, tf.float32))
+            with tf.control_dependencies(input_checks):
+                hard = self._hard_term(y, tf.cast(student_logits, tf.float32))
         if soft is not None and hard is not None:
             # A term of weight 0 is left out, so that its NaN cannot spoil the loss.
             if self.soft_weight == 1.0:
@@ -675,14 +645,144 @@ class Distiller(keras.Model):
         return self._logs(x, y, student_logits, sample_weight, soft, hard)
 
     def fit(self, *args, **kwargs):
-        with self._plain_errors():
-            return super().fit(*args, **kwargs)
+        """`keras.Model.fit`, after checking the data (see `check_data`).
+
+        Also checks `validation_data` before the first epoch, and stops with a
+        `NonFiniteLossError` at the end of an epoch whose loss (or `val_loss`)
+        is NaN/Inf, before later callbacks (a `ModelCheckpoint`, say) see it.
+
+        Raises:
+            ValueError, TypeError: from `check_data`, from the checks in the
+                compiled step, or for `epochs` < 1.
+            NonFiniteLossError: when the training or validation loss becomes
+                NaN/Inf.
+        """
+        bound = _FIT_SIGNATURE.bind(self, *args, **kwargs)
+        arguments = {**_FIT_DEFAULTS, **bound.arguments}
+        epochs = arguments["epochs"]
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(
+                f"`epochs` must be a whole number >= 1, got {epochs!r}: with fewer "
+                "fit would return without training."
+            )
+        self._check_once(
+            arguments["x"],
+            arguments["y"],
+            arguments["sample_weight"],
+            arguments["batch_size"],
+            training=True,
+        )
+        validation = arguments["validation_data"]
+        if validation is not None:
+            self._check_once(
+                *keras.utils.unpack_x_y_sample_weight(validation),
+                arguments["validation_batch_size"] or arguments["batch_size"],
+                training=False,
+                origin="validation_data",
+            )
+        callbacks = arguments["callbacks"]
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            bound.arguments["callbacks"] = [_FiniteLossGuard(), *(callbacks or [])]
+        with checks.plain_errors():
+            return super().fit(*bound.args[1:], **bound.kwargs)
 
     def evaluate(self, *args, **kwargs):
-        with self._plain_errors():
+        """`keras.Model.evaluate`, after checking the data (see `check_data`)."""
+        if not kwargs.get("_use_cached_eval_dataset"):  # inside fit: checked there
+            arguments = {
+                **_EVALUATE_DEFAULTS,
+                **_EVALUATE_SIGNATURE.bind(self, *args, **kwargs).arguments,
+            }
+            self._check_once(
+                arguments["x"],
+                arguments["y"],
+                arguments["sample_weight"],
+                arguments["batch_size"],
+                training=False,
+            )
+        with checks.plain_errors():
             return super().evaluate(*args, **kwargs)
 
-    # --------------------------------------------------------------- config
+    def train_on_batch(self, *args, **kwargs):
+        with checks.plain_errors():
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        with checks.plain_errors():
+            return super().test_on_batch(*args, **kwargs)
+
+    def check_data(
+        self,
+        x,
+        y=None,
+        sample_weight=None,
+        *,
+        batch_size: int | None = None,
+        training: bool = True,
+    ) -> None:
+        """Checks data the way `fit` and `evaluate` do first, without training.
+
+        Runs eagerly, whatever the compile mode: arrays are checked whole (the
+        same number of examples in each, none empty, no NaN/Inf in inputs,
+        cached teacher outputs, labels or weights, labels of a number type,
+        class ids that are whole numbers in `[0, classes)` for a sparse loss),
+        then the first batch goes through the teacher and the student (NaN/Inf
+        in the teacher's outputs, probabilities given as logits, different
+        class counts). A `tf.data.Dataset` or `keras.utils.PyDataset` is checked
+        by its first batch only. Python generators are not checked here (the
+        compiled step's checks still run on every batch without XLA). Nothing
+        is trained; the student and its BatchNormalization statistics are
+        unchanged.
+
+        Args:
+            x: Inputs as for `fit`: arrays (or a dict from
+                `keras_kd.batch.make_batch`), a `tf.data.Dataset` or a
+                `PyDataset`.
+            y: Labels (arrays), or `None`.
+            sample_weight: Per-example weights, or `None`.
+            batch_size: Rows of arrays used as the first batch (default 32).
+            training: Whether the data is for training, which needs teacher
+                outputs (a teacher or cached logits); evaluation does not.
+
+        Raises:
+            ValueError: naming the problem and the fix.
+            TypeError: for labels that are strings.
+
+        Warns:
+            UserWarning: when every label of a training set is the same class.
+
+        Example:
+
+        >>> distiller.check_data(x_train, y_train)  # doctest: +SKIP
+        """
+        whole = checks.check_arrays(x, y, sample_weight)
+        batch = checks.read_first_batch(x, y, sample_weight, batch_size or 32)
+        if batch is None:
+            return  # a generator or another source that cannot be read twice
+        checks.check_batch_sizes(dict(zip(("inputs", "labels", "sample_weight"), batch)))
+        *_, student_logits = self._compute_terms(
+            *batch, training=False, teacher_required=training
+        )
+        if whole and y is not None and self.student_loss is not None:
+            labels = tf.convert_to_tensor(np.asarray(y))
+            checks.check_labels(labels, self.student_loss, student_logits.shape[-1])
+            if training:
+                checks.warn_if_single_class(y, self.student_loss)
+
+    def _check_once(self, x, y, sample_weight, batch_size, training, origin=None):
+        """`check_data`, skipped for data objects this Distiller already checked."""
+        leaves = keras.tree.flatten([a for a in (x, y, sample_weight) if a is not None])
+        if leaves and self._checked_data.seen(leaves):
+            return
+        try:
+            self.check_data(
+                x, y, sample_weight, batch_size=batch_size, training=training
+            )
+        except (ValueError, TypeError) as error:
+            if origin is None:
+                raise
+            raise type(error)(f"In `{origin}`: {error}") from None
+        self._checked_data.add(leaves)
 
     def get_config(self):
         return {

@@ -22,8 +22,12 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 
+import h5py
 import keras
 import tensorflow as tf
+
+# The HDF5 attribute of a backup's weights file that holds its optimizer step.
+_STEP_ATTRIBUTE = "keras_kd_step"
 
 
 def warmup_cosine(
@@ -142,9 +146,13 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
     Use it through `fit_resumable`, which restores before building the data
     stream. Files in `backup_dir`: `latest.weights.h5` (model and optimizer
-    variables), `training_metadata.json` (`epoch`, `batch`, and `step`, the
-    number of optimizer steps the weights include) and, with
-    `double_checkpoint`, the previous pair as `.bkp` files.
+    variables, and the number of optimizer steps they include as the HDF5
+    attribute `keras_kd_step`), `training_metadata.json` (`epoch`, `batch` and
+    `step`, for people and for Keras) and, with `double_checkpoint`, the
+    previous pair as `.bkp` files. The step lives inside the weights file, so
+    weights and step are replaced together by one rename: a kill between the
+    two writes leaves a metadata file one backup behind, and `restore` trusts
+    the weights file's step.
 
     Args:
         backup_dir: Folder for the backup (per worker in multi-worker runs).
@@ -185,10 +193,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
 
         Returns:
             The number of optimizer steps the restored weights include (0 when
-            there is no backup).
+            there is no backup), read from the weights file itself.
 
         Raises:
-            ValueError: when `model` is not built.
+            ValueError: when `model` is not built, or the backup's metadata
+                does not record a step (a plain `BackupAndRestore` wrote it) or
+                names a step without a weights file.
             OSError: when neither the latest nor the previous backup can be read.
         """
         self.set_model(model)
@@ -196,7 +206,7 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         # BackupAndRestore pins the model's initial epoch; fit_resumable passes
         # it explicitly instead.
         model._initial_epoch = None
-        self.step = 0
+        metadata = None
         if os.path.exists(self._training_metadata_path):
             with open(self._training_metadata_path) as handle:
                 metadata = json.load(handle)
@@ -207,7 +217,19 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                     "cannot resume where the weights are. Delete that folder to "
                     "start again."
                 )
-            self.step = int(metadata["step"])
+        weights_step = None
+        if os.path.exists(self._weights_path):
+            weights_step = _stored_step(self._weights_path)
+        elif metadata is not None and int(metadata["step"]) > 0:
+            raise ValueError(
+                f"The backup in {self.backup_dir} records step {metadata['step']} but "
+                "holds no weights file, so training cannot resume there. Delete that "
+                "folder to start again."
+            )
+        if weights_step is not None:
+            self.step = weights_step  # authoritative: written with the weights
+        else:  # no backup, or one written by keras_kd 0.1 (step in metadata only)
+            self.step = 0 if metadata is None else int(metadata["step"])
         return self.step
 
     def on_train_begin(self, logs=None):
@@ -240,7 +262,12 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                     os.replace(previous + ".tmp", previous)
         incoming = os.path.join(self.backup_dir, "incoming.weights.h5")
         self.model.save_weights(incoming, overwrite=True)
-        os.replace(incoming, self._weights_path)
+        with h5py.File(incoming, "r+") as weights:
+            weights.attrs[_STEP_ATTRIBUTE] = self.step
+        os.replace(incoming, self._weights_path)  # weights and step, at once
+        self._write_metadata()
+
+    def _write_metadata(self):
         metadata = {
             "epoch": self._current_epoch,
             "batch": self._last_batch_seen,
@@ -250,6 +277,13 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
         with open(temporary, "w") as handle:
             json.dump(metadata, handle)
         os.replace(temporary, self._training_metadata_path)
+
+
+def _stored_step(weights_path: str) -> int | None:
+    """The step recorded inside a weights file, or `None` (keras_kd 0.1, Keras)."""
+    with h5py.File(weights_path, "r") as weights:
+        value = weights.attrs.get(_STEP_ATTRIBUTE)
+    return None if value is None else int(value)
 
 
 def build_before_fit(model: keras.Model, dataset: tf.data.Dataset) -> None:

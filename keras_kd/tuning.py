@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,8 +29,10 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from keras_kd import losses as kd_losses
 from keras_kd import reports
-from keras_kd.distiller import INPUTS, TEACHER_LOGITS, Distiller
+from keras_kd.batch import make_batch
+from keras_kd.distiller import Distiller, NonFiniteLossError
 
 DEFAULT_TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
 DEFAULT_SOFT_WEIGHTS = (0.9,)
@@ -73,10 +76,13 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         widths: Optional student widths (ints > 0) passed to `build_student`.
         optimizer: Callable returning a new optimizer for each trial; default
             Adam with learning rate 1e-3.
+        teacher_outputs: `"logits"` (default) or `"probabilities"` for a
+            teacher that ends in a softmax, as for `Distiller`.
         name: Name of the hypermodel.
 
     Raises:
-        ValueError: for a non-callable `build_student` or an invalid choice list.
+        ValueError: for a non-callable `build_student`, an invalid choice list
+            or `teacher_outputs`.
 
     Example:
 
@@ -95,6 +101,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         soft_weights: Sequence[float] = DEFAULT_SOFT_WEIGHTS,
         widths: Sequence[int] | None = None,
         optimizer: Callable[[], keras.optimizers.Optimizer] | None = None,
+        teacher_outputs: str = "logits",
         name: str = "distillation_hypermodel",
     ):
         super().__init__(name=name, tunable=True)
@@ -115,6 +122,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
         if widths is not None:
             self.widths = _choices("widths", widths, int, lambda w: w > 0, "ints > 0")
         self.optimizer = optimizer or (lambda: keras.optimizers.Adam(1e-3))
+        self.teacher_outputs = kd_losses.validate_teacher_outputs(teacher_outputs)
 
     def get_config(self) -> dict:
         """The searched choices (the callables are not serialised)."""
@@ -123,6 +131,7 @@ class DistillationHyperModel(keras_tuner.HyperModel):
             "temperatures": list(self.temperatures),
             "soft_weights": list(self.soft_weights),
             "widths": None if self.widths is None else list(self.widths),
+            "teacher_outputs": self.teacher_outputs,
         }
 
     def build(self, hp: keras_tuner.HyperParameters) -> Distiller:
@@ -149,7 +158,11 @@ class DistillationHyperModel(keras_tuner.HyperModel):
                 f"{type(student).__name__} for width={width!r}."
             )
         distiller = Distiller(
-            student=student, teacher=None, temperature=float(temperature), soft_weight=float(soft_weight)
+            student=student,
+            teacher=None,
+            temperature=float(temperature),
+            soft_weight=float(soft_weight),
+            teacher_outputs=self.teacher_outputs,
         )
         distiller.compile(optimizer=self.optimizer(), metrics=["accuracy"])
         return distiller
@@ -183,11 +196,26 @@ class DistillationHyperModel(keras_tuner.HyperModel):
 
         Returns:
             The `History` of `Distiller.fit`.
+
+        Raises:
+            keras_tuner.errors.FatalValueError, keras_tuner.errors.FatalTypeError:
+                for the Distiller's errors about the data or the models, which
+                every trial would repeat, so the search stops at once with the
+                message (they are `ValueError` and `TypeError`).
+            NonFiniteLossError: when this trial's training diverged (the search
+                goes on with the next trial).
         """
         logits = teacher_logits.for_temperature(model.temperature)
         dataset = replay_dataset(x, logits, y, batch_size=batch_size, seed=shuffle_seed)
         kwargs.setdefault("verbose", 0)
-        return model.fit(dataset, **kwargs)
+        try:
+            return model.fit(dataset, **kwargs)
+        except NonFiniteLossError:
+            raise  # this trial's hyperparameters: the next trial may do fine
+        except ValueError as error:
+            raise keras_tuner.errors.FatalValueError(str(error)) from error
+        except TypeError as error:
+            raise keras_tuner.errors.FatalTypeError(str(error)) from error
 
 
 def replay_dataset(x, teacher_logits, y=None, *, batch_size: int = 128, seed=0):
@@ -220,7 +248,7 @@ def replay_dataset(x, teacher_logits, y=None, *, batch_size: int = 128, seed=0):
             f"`x`, `teacher_logits` and `y` must have one row per example; got "
             f"lengths {lengths}."
         )
-    features = {INPUTS: x, TEACHER_LOGITS: np.asarray(teacher_logits, np.float32)}
+    features = make_batch(x, np.asarray(teacher_logits, np.float32))
     elements = features if y is None else (features, y)
     dataset = tf.data.Dataset.from_tensor_slices(elements)
     dataset = dataset.shuffle(lengths["x"], seed=seed, reshuffle_each_iteration=True)
@@ -401,6 +429,38 @@ def _trial_rows(tuner) -> list[dict]:
     return rows
 
 
+def _trial_distiller(hypermodel: DistillationHyperModel, teacher) -> Distiller:
+    """The first trial's Distiller, after checking the teacher against its student.
+
+    Building a `Distiller` with the teacher runs its static checks (a softmax
+    at the end of the teacher, different class counts); the returned
+    Distiller (teacher `None`, like every trial's) then checks the data.
+    """
+    distiller = hypermodel.build(keras_tuner.HyperParameters())
+    if isinstance(teacher, keras.Model):
+        trainable = teacher.trainable  # a Distiller freezes its teacher; trials do not
+        try:
+            Distiller(
+                student=distiller.student,
+                teacher=teacher,
+                temperature=distiller.temperature,
+                teacher_outputs=hypermodel.teacher_outputs,
+            )
+        finally:
+            teacher.trainable = trainable
+    return distiller
+
+
+def _first_failure(tuner) -> str:
+    """The last line of the first failed trial's error, as KerasTuner recorded it."""
+    for trial in tuner.oracle.trials.values():
+        lines = [line for line in (trial.message or "").splitlines() if line.strip()]
+        if lines:
+            # "keras_kd.distiller.NonFiniteLossError: ..." -> "NonFiniteLossError: ..."
+            return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", lines[-1].strip())
+    return "no error was recorded"
+
+
 def search_temperature(
     tuner: keras_tuner.Tuner,
     teacher,
@@ -438,9 +498,18 @@ def search_temperature(
     Returns:
         A `SearchResult`.
 
+    Before the first trial the data and models are checked as
+    `Distiller.fit` checks them (a teacher ending in a softmax, different class
+    counts, labels out of range, NaN/Inf, probabilities given as logits ...),
+    so such a problem is reported as the Distiller's error instead of as failed
+    trials; a trial that still fails for such a reason stops the search with its
+    error.
+
     Raises:
         ValueError: for a tuner over another hypermodel, bad `validation_data`,
-            `epochs` < 1, or when no trial completed.
+            `epochs` < 1, the Distiller's errors about the data or models, or
+            when no trial completed (naming the first failure).
+        TypeError: for labels that are strings.
 
     Example:
 
@@ -461,23 +530,43 @@ def search_temperature(
         )
     if int(epochs) < 1:
         raise ValueError(f"`epochs` must be at least 1, got {epochs!r}.")
+    checker = _trial_distiller(tuner.hypermodel, teacher)
+    checker.check_data(x, y, batch_size=batch_size, training=False)
+    try:
+        checker.check_data(*validation_data, batch_size=batch_size, training=False)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"In `validation_data`: {error}") from None
     teacher_logits = TeacherLogits(teacher, x, batch_size=teacher_batch_size)
-    tuner.search(
-        x,
+    checker.check_data(
+        make_batch(x, teacher_logits.for_temperature(checker.temperature)),
         y,
-        teacher_logits=teacher_logits,
         batch_size=batch_size,
-        epochs=int(epochs),
-        validation_data=tuple(validation_data),
-        callbacks=list(callbacks),
-        verbose=verbose,
     )
+    try:
+        tuner.search(
+            x,
+            y,
+            teacher_logits=teacher_logits,
+            batch_size=batch_size,
+            epochs=int(epochs),
+            validation_data=tuple(validation_data),
+            callbacks=list(callbacks),
+            verbose=verbose,
+        )
+    except RuntimeError as error:  # KerasTuner: too many failed trials in a row
+        if "consecutive failures" not in str(error):
+            raise
+        raise ValueError(
+            f"The search stopped after {tuner.oracle.max_consecutive_failed_trials} "
+            f"failed trials in a row; the first: {_first_failure(tuner)}"
+        ) from None
     rows = _trial_rows(tuner)
     completed = [row for row in rows if not math.isnan(row[OBJECTIVE])]
     if not completed:
         raise ValueError(
-            f"No trial completed (statuses: {[r['status'] for r in rows]}); see the "
-            f"tuner's records in {tuner.project_dir}."
+            f"No trial completed (statuses: {[r['status'] for r in rows]}); the "
+            f"first failure: {_first_failure(tuner)} (the tuner's records are in "
+            f"{tuner.project_dir})."
         )
     best_trial = tuner.oracle.get_best_trials(1)[0]
     best_student = tuner.load_model(best_trial).student

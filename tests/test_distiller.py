@@ -507,3 +507,34 @@ def test_a_distiller_saved_by_version_0_1_reloads_with_its_weight():
     ).get_config()
     config["alpha"] = config.pop("soft_weight")  # the 0.1 key
     assert Distiller.from_config(config).soft_weight == 0.3
+
+
+def test_the_cached_logits_batch_format_is_defined_once():
+    from keras_kd import batch, distiller
+
+    # The 0.1 names stay importable from keras_kd.distiller.
+    assert distiller.INPUTS == batch.INPUTS == "inputs"
+    assert distiller.TEACHER_LOGITS == batch.TEACHER_LOGITS == "teacher_logits"
+    assert distiller.TEACHER_TEMPERATURE == batch.TEACHER_TEMPERATURE
+    x, logits = np.zeros((3, FEATURES), "float32"), np.ones((3, CLASSES), "float32")
+    inputs, teacher_logits, temperature = batch.split_batch(batch.make_batch(x, logits, 2.0))
+    assert inputs is x and teacher_logits is logits
+    np.testing.assert_array_equal(temperature, [2.0, 2.0, 2.0])
+    for student_input in ({"inputs": x}, {"input": x}):  # a student's named input
+        assert batch.split_batch(student_input) == (student_input, None, None)
+
+
+@pytest.mark.parametrize(
+    "keys, message",
+    [
+        (("inputs", "teacher_logits", "labels"), r"nothing but \['inputs'"),
+        (("teacher_logits",), "must hold the student's inputs under 'inputs'"),
+        (("inputs", "teacher_temperature"), "has 'teacher_temperature' but no 'teacher_logits'"),
+        (("input", "teacher_logits"), r"'input' \(did you mean 'inputs'\?\)"),
+    ],
+)
+def test_malformed_cached_logits_batches_name_their_keys(keys, message):
+    from keras_kd.batch import split_batch
+
+    with pytest.raises(ValueError, match=message):
+        split_batch({key: np.zeros((2, CLASSES)) for key in keys})

@@ -185,3 +185,49 @@ def test_backup_without_a_step_is_refused(data, tmp_path):
             again, make_dataset, epochs=2, steps_per_epoch=STEPS,
             backup_dir=tmp_path / "b", save_freq=SAVE_FREQ, verbose=0,
         )  # fmt: skip
+
+
+def test_kill_between_weights_and_metadata_resumes_at_the_weights_step(
+    data, tmp_path, monkeypatch
+):
+    reference, make_dataset = make_run(data)
+    training.fit_resumable(
+        reference, make_dataset, epochs=EPOCHS, steps_per_epoch=STEPS,
+        backup_dir=tmp_path / "a", save_freq=SAVE_FREQ, verbose=0,
+    )  # fmt: skip
+
+    class KilledWhileWritingMetadata:
+        """`json` for training.py whose metadata write of step 4 is killed."""
+
+        load = staticmethod(json.load)
+
+        @staticmethod
+        def dump(metadata, handle):
+            if metadata.get("step") == 4:  # the weights of step 4 are in place
+                raise Killed("killed between the weights and the metadata")
+            json.dump(metadata, handle)
+
+    victim, make_dataset = make_run(data)
+    monkeypatch.setattr(training, "json", KilledWhileWritingMetadata)
+    with pytest.raises(Killed):
+        training.fit_resumable(
+            victim, make_dataset, epochs=EPOCHS, steps_per_epoch=STEPS,
+            backup_dir=tmp_path / "b", save_freq=SAVE_FREQ, verbose=0,
+        )  # fmt: skip
+    monkeypatch.undo()
+    metadata = json.loads((tmp_path / "b" / "training_metadata.json").read_text())
+    assert metadata["step"] == 3  # one backup behind the weights
+
+    resumed, make_dataset = make_run(data)
+    starts = []
+    training.fit_resumable(
+        resumed, lambda step: starts.append(step) or make_dataset(step),
+        epochs=EPOCHS, steps_per_epoch=STEPS, backup_dir=tmp_path / "b",
+        save_freq=SAVE_FREQ, verbose=0,
+    )  # fmt: skip
+    assert starts == [4]
+    assert int(resumed.optimizer.iterations) == EPOCHS * STEPS  # not one step more
+    for a, b in zip(
+        reference.student.get_weights(), resumed.student.get_weights(), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)

@@ -1,0 +1,1 @@
+"""Bad inputs and faults, one test per case of the catalogue (issue 16)."""
