@@ -9,6 +9,7 @@ to disk; `TeacherCache.dataset` replays them as batches
 
 Layout of a cache folder::
 
+    .keras-kd.json              marks the folder as a keras-kd teacher cache
     manifest.json               fingerprints, layout, one entry per shard
     shard-00000.logits.npy      full storage: (n, views, streams, classes)
     shard-00000.indices.npy     top-k storage: (n, views, streams, k) class ids
@@ -19,7 +20,8 @@ Every array is a plain `.npy` file opened memory-mapped, and a shard holds
 `shard_size` consecutive examples, so a transfer set larger than RAM works
 (give the inputs as an `np.memmap` too). A shard's files are written to a
 temporary name and renamed, and the manifest is rewritten after each shard, so
-an interrupted build resumes at the first missing shard.
+an interrupted build resumes at the first missing shard. The files on disk
+(names, ownership, checksums) are `keras_kd.cache_storage`'s business.
 
 Decisions, documented here once:
 
@@ -54,19 +56,27 @@ Decisions, documented here once:
   larger; in exchange the soft targets match the inputs, which fresh
   augmentation with a cached teacher cannot give.
 - **Safety.** The manifest stores a fingerprint of the teacher's weights, of
-  the stored content (layout, `top_k`, views, augmentation, seed and a SHA-256
-  per file) and of the transfer set's order (a SHA-256 of each shard's inputs).
-  `TeacherCache.open` and `dataset` check them and raise a `ValueError` naming
-  the problem for reordered or different inputs, a truncated, missing or
-  reshaped file, or a corrupt manifest; `TeacherCache.open(teacher=...)` and
+  the stored content (layout, `top_k`, views, augmentation, seed and, per
+  file, a SHA-256 of the whole file and of a fixed sample of it) and of the
+  transfer set's order (a SHA-256 of each shard's inputs). `TeacherCache.open`
+  and `dataset` check them and raise a `ValueError` naming the problem for
+  reordered or different inputs, a truncated, missing, reshaped or altered
+  file, a file changed after `open`, or a corrupt manifest (`open` states
+  what each `verify` mode does not catch); `TeacherCache.open(teacher=...)` and
   `build_teacher_cache` also detect a stale teacher (`dataset` is not given
   one). An arithmetic-ensemble replay carries its temperature, and the
-  Distiller refuses to train at another.
+  Distiller refuses to train at another. The build refuses inputs with NaN or
+  Inf (a teacher may map them to finite logits) and teacher outputs with NaN
+  or Inf, naming the example.
+- **Your files.** The cache claims its folder (`keras_kd.files.claim_folder`):
+  it refuses a folder holding files it did not write, naming them, and only
+  ever removes or overwrites its own files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Callable
@@ -76,32 +86,28 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.distiller import (
-    INPUTS,
-    TEACHER_LOGITS,
-    TEACHER_TEMPERATURE,
-    ends_in_softmax,
+from keras_kd.batch import make_batch
+from keras_kd.cache_storage import (
+    FORMAT,
+    MANIFEST,
+    cache_files_present,
+    claim_cache_folder,
+    file_identity,
+    remove_cache_files,
+    sample_sha256,
+    sha256_file,
+    shard_file,
+    write_manifest,
+    write_npy,
 )
-from keras_kd.teachers import TeacherEnsemble, combine_logits
+from keras_kd.distiller import ends_in_softmax
+from keras_kd.teachers import TeacherEnsemble, check_input_shape, combine_logits
 
-FORMAT = "keras_kd.teacher_cache"
 VERSION = 1
-MANIFEST = "manifest.json"
 STORAGE_DTYPES = ("float16", "float32")
 VERIFY_MODES = ("full", "size")
 _FULL_FILES = ("logits",)
 _TOP_K_FILES = ("indices", "values", "rest")
-
-
-# ------------------------------------------------------------------ hashing
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hash_array(array: np.ndarray) -> str:
@@ -142,7 +148,11 @@ def _fingerprint(payload) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-# -------------------------------------------------------------- validation
+def _as_array(x):
+    """`x` as NumPy can index and hash it (a tensor is converted, a memmap kept)."""
+    if isinstance(x, tf.Tensor):
+        return x.numpy()
+    return x
 
 
 def _num_examples(x) -> int:
@@ -214,9 +224,6 @@ def expand_top_k(indices, values, rest, classes: int):
     return tf.reshape(full, tf.concat([leading, [classes]], axis=0))
 
 
-# ----------------------------------------------------------------- build
-
-
 def _teacher_layout(teacher) -> tuple[int, str, str | None]:
     """(streams, stream kind, ensemble mean) of what the cache stores."""
     if isinstance(teacher, TeacherEnsemble):
@@ -254,35 +261,6 @@ def _augment_name(augment: Callable | None) -> str | None:
     return name
 
 
-def _write_npy(path: Path, array: np.ndarray) -> dict:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
-        np.save(handle, array)
-    os.replace(temporary, path)
-    return {
-        "shape": list(array.shape),
-        "dtype": array.dtype.str,
-        "bytes": path.stat().st_size,
-        "sha256": _sha256_file(path),
-    }
-
-
-def _write_manifest(directory: Path, manifest: dict) -> None:
-    temporary = directory / (MANIFEST + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(temporary, directory / MANIFEST)
-
-
-def _shard_file(directory: Path, index: int, kind: str) -> Path:
-    return directory / f"shard-{index:05d}.{kind}.npy"
-
-
-def _file_matches(path: Path, record: dict) -> bool:
-    return path.is_file() and path.stat().st_size == record.get("bytes") and (
-        _sha256_file(path) == record.get("sha256")
-    )
-
-
 def build_teacher_cache(
     teacher: keras.Model,
     x,
@@ -302,14 +280,18 @@ def build_teacher_cache(
     Calling it again with the same teacher, inputs and arguments returns the
     existing cache (rebuilding only the shards that are missing or damaged, so an
     interrupted build resumes); a cache built with another teacher or other
-    arguments in `directory` is replaced.
+    arguments in `directory` is replaced. Only files the cache wrote are ever
+    removed or overwritten: a `directory` that holds anything else is refused
+    before any work (a cache folder of keras-kd 0.1.0, without the ownership
+    marker, is recognised by its manifest and adopted).
 
     Args:
         teacher: A `keras.Model` that outputs logits, or a `TeacherEnsemble`.
         x: The transfer set's inputs, an array with examples on axis 0 (an
             `np.memmap` works for data larger than RAM). Its order is part of the
             cache: replay must use the same inputs in the same order.
-        directory: Folder for the cache (created if needed).
+        directory: Folder for the cache: a new or empty folder, or one that
+            holds a keras-kd teacher cache (created if needed).
         top_k: Keep only the `k` largest logits per example (plus the mean of
             the rest); `None` (default) keeps all.
         views: Number of augmented views per example (needs `augment` if > 1).
@@ -324,8 +306,13 @@ def build_teacher_cache(
         The opened `TeacherCache`.
 
     Raises:
-        ValueError: for invalid arguments, an empty `x`, or a teacher whose
-            outputs cannot be cached (softmax output, T-dependent combination).
+        ValueError: for invalid arguments, an empty `x`, an example of `x`
+            with NaN or Inf (named by index), inputs of another shape than the
+            teacher takes, a teacher whose outputs cannot be cached (softmax
+            output, T-dependent combination) or are NaN/Inf, or a `directory`
+            that holds files the cache did not write
+            (`keras_kd.files.FolderNotOwnedError`, naming them).
+        TypeError: for an `x` that is not numeric (e.g. strings or objects).
 
     Example:
 
@@ -337,9 +324,11 @@ def build_teacher_cache(
     ```
     """
     streams, stream_kind, mean = _teacher_layout(teacher)
+    x = _as_array(x)
     size = _num_examples(x)
     if size == 0:
         raise ValueError("`x` is empty; the transfer set needs at least one example.")
+    _check_numeric(x)
     for name, value in (("views", views), ("batch_size", batch_size), ("shard_size", shard_size)):
         if not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
@@ -351,8 +340,8 @@ def build_teacher_cache(
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}, got {dtype!r}.")
     augment_name = _augment_name(augment)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if augment is None:
+        check_input_shape(teacher, tuple(x.shape[1:]), model_role="teacher", data_name="x")
 
     @tf.function(reduce_retracing=True)
     def forward(batch):
@@ -364,6 +353,9 @@ def build_teacher_cache(
     if augment is not None:
         first = augment(tf.convert_to_tensor(x[:1])[0], _view_seeds([0], views, seed)[0])
         output_spec = tf.TensorSpec(first.shape, first.dtype)
+        check_input_shape(
+            teacher, tuple(first.shape), model_role="teacher", data_name="augment(x)"
+        )
         augment_batch = tf.function(
             lambda batch, rows: _apply_augment(augment, batch, rows, views, seed, output_spec),
             reduce_retracing=True,
@@ -398,6 +390,7 @@ def build_teacher_cache(
         "input_shape": list(x.shape[1:]),
         "input_dtype": np.dtype(x.dtype).str,
     }
+    directory = claim_cache_folder(directory)
     previous = _read_manifest_if_compatible(directory, layout)
     done = {shard["index"]: shard for shard in previous}
     bounds = [(s, min(s + shard_size, size)) for s in range(0, size, shard_size)]
@@ -405,15 +398,20 @@ def build_teacher_cache(
     shards = []
     progress = keras.utils.Progbar(size * views, unit_name="example") if verbose else None
     for index, (start, stop) in enumerate(bounds):
-        inputs_sha256 = _hash_array(x[start:stop])
+        shard_inputs = np.asarray(x[start:stop])
+        _check_finite_inputs(shard_inputs, start)
+        inputs_sha256 = _hash_array(shard_inputs)
         kept = done.get(index)
         if (
             kept is not None
             and kept["start"] == start
             and kept["stop"] == stop
             and kept["inputs_sha256"] == inputs_sha256
-            and all(_file_matches(_shard_file(directory, index, k), kept["files"][k]) for k in files)
+            and all(_file_matches(shard_file(directory, index, k), kept["files"][k]) for k in files)
         ):
+            for kind in files:  # caches of keras-kd 0.1.0 have no sampled checksum
+                record = kept["files"][kind]
+                record.setdefault("sample_sha256", sample_sha256(shard_file(directory, index, kind)))
             shards.append(kept)
             if progress is not None:
                 progress.add((stop - start) * views)
@@ -421,7 +419,7 @@ def build_teacher_cache(
         outputs = np.empty((stop - start, views, streams, classes), np.float32)
         for begin in range(start, stop, batch_size):
             end = min(begin + batch_size, stop)
-            batch = x[begin:end]
+            batch = shard_inputs[begin - start : end - start]
             for view in range(views):
                 inputs = batch
                 if augment is not None:
@@ -430,11 +428,7 @@ def build_teacher_cache(
                 outputs[begin - start : end - start, view] = forward(inputs).numpy()
             if progress is not None:
                 progress.add((end - begin) * views)
-        if not np.all(np.isfinite(outputs)):
-            raise ValueError(
-                f"The teacher's outputs on examples {start}-{stop - 1} contain NaN or "
-                "Inf; the cache would replay them as soft targets. Check the teacher."
-            )
+        _check_finite_outputs(outputs, start)
         if dtype == "float16" and np.abs(outputs).max() > np.finfo(np.float16).max:
             raise ValueError(
                 "The teacher's logits exceed the float16 range (|logit| > 65504) and "
@@ -442,21 +436,65 @@ def build_teacher_cache(
             )
         arrays = _encode(outputs, top_k, dtype)
         records = {
-            kind: _write_npy(_shard_file(directory, index, kind), arrays[kind])
+            kind: write_npy(shard_file(directory, index, kind), arrays[kind])
             for kind in files
         }
         shards.append(
             {"index": index, "start": start, "stop": stop,
              "inputs_sha256": inputs_sha256, "files": records}
         )
-        _write_manifest(directory, {**layout, "complete": False, "shards": shards})
+        write_manifest(directory, {**layout, "complete": False, "shards": shards})
     manifest = {**layout, "complete": True, "shards": shards}
     manifest["order_fingerprint"] = _fingerprint([s["inputs_sha256"] for s in shards])
     manifest["content_fingerprint"] = _fingerprint(
         [content, [[s["files"][k]["sha256"] for k in files] for s in shards]]
     )
-    _write_manifest(directory, manifest)
-    return TeacherCache.open(directory, verify="size")
+    write_manifest(directory, manifest)
+    # Every file was just hashed (written or matched): no need to hash it again.
+    return TeacherCache._open(directory, verify="size", hashed=True)
+
+
+def _check_numeric(x) -> None:
+    kind = np.dtype(x.dtype).kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"`x` has dtype {np.dtype(x.dtype)}, but the teacher cache needs numeric "
+            "inputs (the teacher's own input dtype). Convert or encode them first, "
+            "e.g. x.astype('float32')."
+        )
+
+
+def _check_finite_inputs(inputs: np.ndarray, start: int) -> None:
+    """Refuses NaN/Inf inputs: a teacher can map them to finite, meaningless logits."""
+    if inputs.dtype.kind != "f":
+        return
+    finite = np.isfinite(inputs.reshape(len(inputs), -1)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"`x[{start + bad[0]}]` contains NaN or Inf ({len(bad)} such example(s) "
+            f"among examples {start}-{start + len(inputs) - 1}). The teacher's outputs "
+            "for it would be cached and replayed as if the input were valid. Clean or "
+            "drop those examples before building (np.isfinite(x) shows which)."
+        )
+
+
+def _check_finite_outputs(outputs: np.ndarray, start: int) -> None:
+    finite = np.isfinite(outputs.reshape(len(outputs), outputs.shape[1], -1)).all(axis=2)
+    if not finite.all():
+        example, view = np.argwhere(~finite)[0]
+        raise ValueError(
+            f"The teacher's outputs for example {start + example} (view {view}) contain "
+            "NaN or Inf although its input is finite; the cache would replay them as "
+            "soft targets. Check the teacher (its weights, or an augmentation that "
+            "produces NaN)."
+        )
+
+
+def _file_matches(path: Path, record: dict) -> bool:
+    return path.is_file() and path.stat().st_size == record.get("bytes") and (
+        sha256_file(path) == record.get("sha256")
+    )
 
 
 def _encode(outputs: np.ndarray, top_k: int | None, dtype: str) -> dict[str, np.ndarray]:
@@ -479,25 +517,24 @@ def _encode(outputs: np.ndarray, top_k: int | None, dtype: str) -> dict[str, np.
 
 
 def _read_manifest_if_compatible(directory: Path, layout: dict) -> list[dict]:
-    """Shards of an earlier build with the same layout, else [] (and a fresh start)."""
+    """Shards of an earlier build with the same layout, else [] (and a fresh start).
+
+    Removes the earlier build's files (all of them for another layout, only
+    temporaries of an interrupted write otherwise), never a file whose name the
+    cache does not write.
+    """
     path = directory / MANIFEST
-    if not path.is_file():
-        return []
-    try:
-        manifest = json.loads(path.read_text())
-        same = all(manifest.get(key) == value for key, value in layout.items())
-        shards = list(manifest["shards"]) if same else []
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        shards = []
-    if not shards:
-        for pattern in ("shard-*.npy", "shard-*.npy.tmp"):
-            for stale in directory.glob(pattern):
-                stale.unlink()
-        path.unlink()
+    shards = []
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+            same = all(manifest.get(key) == value for key, value in layout.items())
+            shards = list(manifest["shards"]) if same else []
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
+            shards = []
+    stale = cache_files_present(directory, temporary_only=bool(shards))
+    remove_cache_files(directory, stale)
     return shards
-
-
-# ----------------------------------------------------------------- replay
 
 
 _REQUIRED_KEYS = {
@@ -505,6 +542,14 @@ _REQUIRED_KEYS = {
     "content": dict, "num_examples": int, "shard_size": int, "input_shape": list,
     "input_dtype": str, "shards": list,
 }
+
+
+def _altered_message(path: Path) -> str:
+    return (
+        f"The cache file {str(path)!r} does not match its SHA-256 in the manifest: "
+        "its content changed after the build. Call build_teacher_cache again to "
+        "rebuild the damaged shards."
+    )
 
 
 def _load_manifest(directory: Path) -> dict:
@@ -556,12 +601,18 @@ class TeacherCache:
     """A teacher's outputs on a transfer set, on disk and memory-mapped.
 
     Get one from `build_teacher_cache` or `TeacherCache.open`; replay it with
-    `dataset`. See the module docstring for the layout and its guarantees.
+    `dataset`. See the module docstring for the layout and its guarantees, and
+    `open` for what each verification mode checks.
 
     Args:
         directory: The cache folder.
         manifest: The parsed, checked manifest.
         arrays: Per shard, its memory-mapped arrays by kind.
+        hashed: Whether every file was checked against its SHA-256 when it was
+            opened (`verify="full"`); if not, replay from memory hashes each file
+            as it reads it.
+        identities: Per shard, each file's `file_identity` when it was checked
+            (default: now).
 
     Example:
 
@@ -571,10 +622,29 @@ class TeacherCache:
     ```
     """
 
-    def __init__(self, directory: Path, manifest: dict, arrays: list[dict]):
+    def __init__(
+        self,
+        directory: Path,
+        manifest: dict,
+        arrays: list[dict],
+        *,
+        hashed: bool = False,
+        identities: list[dict] | None = None,
+    ):
         self.directory = Path(directory)
         self.manifest = manifest
         self._arrays = arrays
+        identities = identities or [
+            {kind: file_identity(self._path(index, kind)) for kind in shard}
+            for index, shard in enumerate(arrays)
+        ]
+        # Per shard, (path, identity when checked) of each file: replay refuses a
+        # file that changed since. Plain strings keep the per-batch check cheap.
+        self._watched = [
+            [(str(self._path(index, kind)), identity) for kind, identity in shard.items()]
+            for index, shard in enumerate(identities)
+        ]
+        self._hashed = [{kind: hashed for kind in shard} for shard in arrays]
         content = manifest["content"]
         self.num_examples: int = manifest["num_examples"]
         self.views: int = content["views"]
@@ -584,8 +654,6 @@ class TeacherCache:
         self.top_k: int | None = content["top_k"]
         self.mean: str | None = content["mean"]
         self.seed: int = content["seed"]
-
-    # ------------------------------------------------------------ opening
 
     @classmethod
     def open(
@@ -598,14 +666,41 @@ class TeacherCache:
     ) -> TeacherCache:
         """Opens a cache and checks it.
 
+        What each `verify` mode checks when the cache is opened:
+
+        | check | `"full"` | `"size"` |
+        | --- | --- | --- |
+        | manifest: valid, complete, shards cover every example | yes | yes |
+        | each file present, its size, array shape and dtype | yes | yes |
+        | SHA-256 of every byte of every file | yes | no |
+        | SHA-256 of a fixed sample of each file (first 4 KiB and 64 blocks of 4 KiB spread over it; all of a file up to 260 KiB) | (implied) | yes |
+
+        and, in both modes, at replay time (`dataset`, `logits`, and every
+        batch of a memory-mapped replay): each file still has the device,
+        inode, size and modification time it had when opened. A replay from
+        memory (`dataset(in_memory=True)`) reads every file whole and checks
+        its SHA-256 when `open` did not already do so.
+
+        What is not caught:
+
+        - `"size"`, memory-mapped replay (`in_memory=False`, and `logits`):
+          changed bytes outside the sampled blocks of a file (for a shard of
+          more than 260 KiB, e.g. a few flipped bits on disk, or an edit that
+          keeps the file's size) are replayed as they are. Use `"full"` (the
+          default) unless hashing the whole cache at every open is too slow.
+        - Both modes: a change made while the replay reads the same rows;
+          a change that keeps the file's inode, size and modification time
+          (rewriting in place and then resetting the time with `os.utime`);
+          a cache of keras-kd 0.1.0 has no sampled checksum, so `"size"` checks
+          its sizes, shapes and dtypes only.
+
         Args:
             directory: The cache folder.
             teacher: If given, the cache must have been built from a teacher
                 with exactly these weights.
             x: If given, the cache must have been built on exactly these inputs
                 in this order.
-            verify: `"full"` (default) re-hashes every file against the
-                manifest; `"size"` checks only file sizes, shapes and dtypes.
+            verify: `"full"` (default) or `"size"` (see above).
 
         Returns:
             The `TeacherCache`.
@@ -622,15 +717,51 @@ class TeacherCache:
         """
         if verify not in VERIFY_MODES:
             raise ValueError(f"`verify` must be one of {VERIFY_MODES}, got {verify!r}.")
-        directory = Path(directory)
-        manifest = _load_manifest(directory)
-        arrays = cls._open_shards(directory, manifest, verify)
-        cache = cls(directory, manifest, arrays)
+        cache = cls._open(Path(directory), verify=verify, hashed=verify == "full")
         if teacher is not None:
             cache.check_teacher(teacher)
         if x is not None:
             cache.check_inputs(x)
         return cache
+
+    @classmethod
+    def _open(cls, directory: Path, *, verify: str, hashed: bool) -> TeacherCache:
+        manifest = _load_manifest(directory)
+        arrays, identities = cls._open_shards(directory, manifest, verify)
+        return cls(directory, manifest, arrays, hashed=hashed, identities=identities)
+
+    def _path(self, index: int, kind: str) -> Path:
+        return shard_file(self.directory, index, kind)
+
+    def _check_unchanged(self, shards=None) -> None:
+        """Refuses to replay a file replaced, rewritten or removed since `open`."""
+        for index in range(len(self._arrays)) if shards is None else shards:
+            for path, opened in self._watched[index]:
+                try:
+                    current = file_identity(path)
+                except OSError:
+                    current = None
+                if current != opened:
+                    raise ValueError(
+                        f"The cache file {path!r} was rewritten, replaced or removed "
+                        "after the cache was opened, so it may no longer hold the "
+                        "logits that were checked. Open the cache again with "
+                        "TeacherCache.open (or call build_teacher_cache again to "
+                        "rebuild it)."
+                    )
+
+    def _in_memory(self, index: int, kind: str) -> np.ndarray:
+        """A file's array in memory, its SHA-256 checked unless `open` did."""
+        if self._hashed[index][kind]:
+            return np.asarray(self._arrays[index][kind])
+        path = self._path(index, kind)
+        data = path.read_bytes()
+        record = self.manifest["shards"][index]["files"][kind]
+        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            raise ValueError(_altered_message(path))
+        self._check_unchanged([index])
+        self._hashed[index][kind] = True
+        return np.load(io.BytesIO(data))
 
     @staticmethod
     def _expected_shape(manifest: dict, kind: str, rows: int) -> tuple:
@@ -643,11 +774,14 @@ class TeacherCache:
         return lead
 
     @classmethod
-    def _open_shards(cls, directory: Path, manifest: dict, verify: str) -> list[dict]:
+    def _open_shards(
+        cls, directory: Path, manifest: dict, verify: str
+    ) -> tuple[list[dict], list[dict]]:
+        """Per shard, its checked arrays by kind and their files' identities."""
         content = manifest["content"]
         files = _FULL_FILES if content.get("storage") == "full" else _TOP_K_FILES
         expected_start = 0
-        arrays = []
+        arrays, identities = [], []
         for position, shard in enumerate(manifest["shards"]):
             try:
                 index, start, stop = shard["index"], shard["start"], shard["stop"]
@@ -664,17 +798,20 @@ class TeacherCache:
                     f"{expected_start}. Rebuild the cache."
                 )
             expected_start = stop
-            opened = {}
+            opened, identity = {}, {}
             for kind in files:
-                path = _shard_file(directory, index, kind)
-                opened[kind] = cls._open_file(path, records[kind], manifest, stop - start, verify)
+                path = shard_file(directory, index, kind)
+                opened[kind], identity[kind] = cls._open_file(
+                    path, records[kind], manifest, stop - start, verify
+                )
             arrays.append(opened)
+            identities.append(identity)
         if expected_start != manifest["num_examples"]:
             raise ValueError(
                 f"The cache in {str(directory)!r} covers {expected_start} examples but "
                 f"its manifest says {manifest['num_examples']}. Rebuild the cache."
             )
-        return arrays
+        return arrays, identities
 
     @classmethod
     def _open_file(cls, path: Path, record: dict, manifest, rows: int, verify: str):
@@ -683,7 +820,8 @@ class TeacherCache:
                 f"The cache file {str(path)!r} is missing. Rebuild the cache (call "
                 "build_teacher_cache again: it rewrites only damaged shards)."
             )
-        size = path.stat().st_size
+        identity = file_identity(path)
+        size = identity[2]
         if size != record.get("bytes"):
             raise ValueError(
                 f"The cache file {str(path)!r} has {size} bytes but the manifest "
@@ -704,15 +842,16 @@ class TeacherCache:
                 f"{tuple(array.shape)} and dtype {array.dtype.str}, but the manifest "
                 f"expects {expected} and {record.get('dtype')}. Rebuild the cache."
             )
-        if verify == "full" and _sha256_file(path) != record.get("sha256"):
+        if verify == "full" and sha256_file(path) != record.get("sha256"):
+            raise ValueError(_altered_message(path))
+        sample = record.get("sample_sha256")
+        if verify == "size" and sample is not None and sample_sha256(path) != sample:
             raise ValueError(
-                f"The cache file {str(path)!r} does not match its SHA-256 in the "
-                "manifest: its content changed after the build. Call "
-                "build_teacher_cache again to rebuild the damaged shards."
+                f"The cache file {str(path)!r} does not match the checksum of its "
+                "sampled blocks in the manifest: its content changed after the build. "
+                "Call build_teacher_cache again to rebuild the damaged shards."
             )
-        return array
-
-    # ------------------------------------------------------------- checks
+        return array, identity
 
     def check_teacher(self, teacher: keras.Model) -> None:
         """Raises a `ValueError` unless the cache was built from `teacher`'s weights.
@@ -749,6 +888,7 @@ class TeacherCache:
 
         >>> cache.check_inputs(x_train)  # doctest: +SKIP
         """
+        x = _as_array(x)
         size = _num_examples(x)
         manifest = self.manifest
         if size != self.num_examples:
@@ -773,8 +913,6 @@ class TeacherCache:
                     "in the original order, or rebuild the cache."
                 )
 
-    # ------------------------------------------------------------- replay
-
     @property
     def num_rows(self) -> int:
         """Examples times views: the rows one replay epoch yields."""
@@ -792,6 +930,7 @@ class TeacherCache:
         examples, views = np.divmod(rows, self.views)
         shard_size = self.manifest["shard_size"]
         shard_ids = examples // shard_size
+        self._check_unchanged(np.unique(shard_ids))
         kinds = list(self._arrays[0])
         out = {
             kind: np.empty((len(rows),) + self._arrays[0][kind].shape[2:], self._arrays[0][kind].dtype)
@@ -855,7 +994,9 @@ class TeacherCache:
         views = self.views
         tables = [tf.convert_to_tensor(np.asarray(a)) for a in (x, *extras)]
         stored = [
-            tf.convert_to_tensor(np.concatenate([shard[kind] for shard in self._arrays]))
+            tf.convert_to_tensor(
+                np.concatenate([self._in_memory(i, kind) for i in range(len(self._arrays))])
+            )
             for kind in kinds
         ]
 
@@ -931,20 +1072,27 @@ class TeacherCache:
                 if False, read memory-mapped arrays through `tf.numpy_function`
                 (for data larger than RAM; delete the dataset's iterators before
                 the interpreter exits, as with any Python function in tf.data).
-                Default: False when `x` is an `np.memmap`, else True.
+                Default: False when `x` is an `np.memmap`, else True. In memory,
+                each file is read whole and checked against its SHA-256 unless
+                `open` did so; memory-mapped, every batch first checks that the
+                files it reads are unchanged since `open` (see `open`).
 
         Returns:
             A `tf.data.Dataset` for `Distiller.fit`.
 
         Raises:
             ValueError: for inputs that do not match the cache, misaligned
-                `y`/`sample_weight`, a missing temperature or augmentation.
+                `y`/`sample_weight`, a missing temperature or augmentation, or a
+                cache file changed since `open` (memory-mapped replay raises
+                this while iterating, as a TensorFlow error carrying the message).
 
         Example:
 
         >>> train = cache.dataset(x_train, y_train, batch_size=128)  # doctest: +SKIP
         >>> distiller.fit(train, epochs=10)  # doctest: +SKIP
         """
+        self._check_unchanged()
+        x = _as_array(x)
         size = _num_examples(x)
         if check_order:
             self.check_inputs(x)
@@ -992,10 +1140,13 @@ class TeacherCache:
             stored = values[1 + len(extras) :]
             if augment is not None:
                 inputs = _apply_augment(augment, inputs, rows, views, base_seed, output_spec)
-            features = {INPUTS: inputs, TEACHER_LOGITS: self._targets(stored, temperature)}
-            if self._needs_temperature():
-                # Lets the Distiller check that it trains at this temperature.
-                features[TEACHER_TEMPERATURE] = tf.fill(tf.shape(rows), float(temperature))
+            # An arithmetic ensemble's replay carries its temperature, so that the
+            # Distiller can check that it trains at the same one.
+            features = make_batch(
+                inputs,
+                self._targets(stored, temperature),
+                temperature if self._needs_temperature() else None,
+            )
             return (features, *extra) if extra else features
 
         rows = tf.data.Dataset.range(self.num_rows)

@@ -7,6 +7,14 @@ size and its per-example latency (batch 1, one thread). Every TFLite conversion
 happens in memory first: a model with ops TFLite cannot run is refused with a
 `ValueError` before any file is written.
 
+The output folder is checked before any conversion runs, and claimed with
+`keras_kd.files.claim_folder` (kind `"export"`): a path under a regular file,
+an existing file, a folder that cannot be written, or a folder holding files
+keras-kd did not write is refused with a `ValueError` naming it. An export
+folder of keras-kd 0.1.0 (only export files, no marker) is adopted. Every file
+appears whole or not at all: files are written under a temporary name and
+renamed, and the SavedModel folder is written beside the old one and swapped in.
+
 | format | what |
 | --- | --- |
 | `saved_model` | TF SavedModel with a `serving_default` signature (TF Serving) |
@@ -20,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 import time
 import warnings
@@ -31,6 +40,16 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kd import reports
+from keras_kd.files import (
+    OWNER_FILE,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    claim_folder,
+    owns,
+    remove_owned,
+)
+from keras_kd.teachers import check_input_shape
 
 FORMATS = ("saved_model", "tflite_float32", "tflite_dynamic_int8", "tflite_int8")
 TFLITE_FORMATS = FORMATS[1:]
@@ -41,6 +60,27 @@ _FILE_NAMES = {
     "tflite_int8": "student_int8.tflite",
 }
 _UNSUPPORTED_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+KIND = "export"
+_TEMPORARY_NAME = re.compile(r"\.(?P<name>[\w.]+)\.[a-z0-9_]+\.(?:tflite|json|md|partial|old)")
+
+
+def _export_names() -> frozenset[str]:
+    names = {"parity.json", "parity.md"}
+    for file in _FILE_NAMES.values():
+        stem = file.removesuffix(".tflite")
+        names |= {file, f"{stem}.parity.json", f"{stem}.parity.md"}
+    return frozenset(names)
+
+
+_EXPORT_NAMES = _export_names()
+
+
+def _is_export_file(name: str) -> bool:
+    """Whether `name` is a file an export writes (or a temporary of one)."""
+    if name in _EXPORT_NAMES:
+        return True
+    match = _TEMPORARY_NAME.fullmatch(name)
+    return match is not None and match.group("name") in _EXPORT_NAMES
 
 
 @contextlib.contextmanager
@@ -169,8 +209,10 @@ def convert_to_tflite(
         The `.tflite` model as bytes.
 
     Raises:
-        ValueError: for an unknown `quantization`, missing representative data,
+        ValueError: for an unknown `quantization`, missing representative data
+            or representative data the student cannot take (shape, NaN/Inf),
             or a model whose ops TFLite cannot convert or run.
+        TypeError: for non-numeric representative data.
 
     Example:
 
@@ -188,13 +230,15 @@ def convert_to_tflite(
             "`representative_data` is required for quantization='int8': pass inputs "
             "from the transfer set to calibrate the activation ranges."
         )
+    if quantization == "int8":
+        rows = _calibration_rows(representative_data, calibration_examples, seed)
+        _check_inputs(student, rows, "representative_data")
     with tempfile.TemporaryDirectory() as folder:
         saved = export_saved_model(student, Path(folder) / "saved_model")
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
         if quantization != "float32":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "int8":
-            rows = _calibration_rows(representative_data, calibration_examples, seed)
             dtype = student.inputs[0].dtype
 
             def representative():
@@ -381,8 +425,14 @@ def parity_metrics(reference, exported, y=None) -> dict:
 
 
 def _class_ids(y, examples: int, classes: int) -> np.ndarray:
-    """Integer labels from integer or one-hot `y`, one per example."""
+    """Integer labels from integer or one-hot `y`, one per example, checked."""
     y = np.asarray(y)
+    if y.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`y_test` has dtype {y.dtype}; give integer class ids 0-{classes - 1} "
+            "(or one-hot rows), e.g. encode string labels with np.unique(..., "
+            "return_inverse=True)."
+        )
     if y.ndim == 2 and y.shape[-1] == classes and classes > 1:
         y = y.argmax(-1)
     y = y.reshape(-1)
@@ -391,7 +441,14 @@ def _class_ids(y, examples: int, classes: int) -> np.ndarray:
             f"`y_test` has {len(y)} labels for {examples} examples; give one integer "
             "label (or one one-hot row) per example."
         )
-    return y
+    bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)) | (y < 0) | (y >= classes))
+    if len(bad):
+        raise ValueError(
+            f"`y_test[{bad[0]}]` is {y[bad[0]].item()!r}, not a class id of the student's "
+            f"{classes} outputs (0-{classes - 1}); {len(bad)} label(s) are out of range "
+            "or not whole numbers. Give the labels of the student's classes."
+        )
+    return y.astype(np.int64)
 
 
 def _saved_model_predict(path: Path, x: np.ndarray, batch_size: int = 256):
@@ -407,6 +464,100 @@ def _saved_model_predict(path: Path, x: np.ndarray, batch_size: int = 256):
         [call(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     )
     return outputs, call
+
+
+def _check_inputs(student: keras.Model, x: np.ndarray, name: str) -> None:
+    """Numeric, non-empty, finite inputs of the shape the student takes."""
+    if x.dtype.kind not in "biuf":
+        raise TypeError(
+            f"`{name}` has dtype {x.dtype}; the student takes numeric inputs. Give "
+            "the preprocessed arrays the student was trained on."
+        )
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(f"`{name}` is empty; give at least one example.")
+    check_input_shape(student, tuple(x.shape[1:]), model_role="student", data_name=name)
+    if x.dtype.kind == "f":
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            raise ValueError(
+                f"`{name}[{np.flatnonzero(~finite)[0]}]` contains NaN or Inf "
+                f"({int((~finite).sum())} example(s)); the parity report and the "
+                "calibration would be meaningless. Clean or drop those examples."
+            )
+
+
+def _check_output_dir(output_dir: Path) -> None:
+    """Refuses, before any conversion, an output folder the export could not use."""
+    if output_dir.exists():
+        if not output_dir.is_dir():
+            raise ValueError(
+                f"`output_dir` {str(output_dir)!r} is an existing file, not a folder. "
+                "Give a new folder (it is created) or an earlier export's folder."
+            )
+        if (output_dir / OWNER_FILE).exists():
+            if not owns(output_dir, KIND):
+                raise ValueError(
+                    f"`output_dir` {str(output_dir)!r} is a keras-kd folder of another "
+                    "kind (not an export). Give a new folder."
+                )
+        else:
+            strangers = sorted(
+                entry.name for entry in output_dir.iterdir() if not _is_export_file(entry.name)
+            )
+            if strangers:
+                shown = ", ".join(strangers[:5]) + (" ..." if len(strangers) > 5 else "")
+                raise ValueError(
+                    f"`output_dir` {str(output_dir)!r} already holds files that are not "
+                    f"exports ({shown}). keras-kd never mixes its files with yours or "
+                    "overwrites them: give a new or empty folder."
+                )
+        existing = output_dir
+    else:
+        existing = output_dir.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(
+                f"`output_dir` {str(output_dir)!r} cannot be created: {str(existing)!r} "
+                "is a file, not a folder. Give a folder under an existing directory."
+            )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`output_dir` {str(output_dir)!r} cannot be written: the folder "
+            f"{str(existing)!r} is not writable (permissions or a read-only file "
+            "system). Give a folder you can write to."
+        )
+
+
+def _claim_output_dir(output_dir: Path) -> Path:
+    """Claims the export folder and removes temporaries an interrupted export left."""
+    folder = claim_folder(output_dir, kind=KIND, allowed=_is_export_file)
+    for entry in folder.iterdir():
+        match = _TEMPORARY_NAME.fullmatch(entry.name)
+        if match is None or match.group("name") not in _EXPORT_NAMES:
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            remove_owned(folder, KIND, [entry.name])
+    return folder
+
+
+def _write_saved_model(student: keras.Model, path: Path) -> None:
+    """Exports the SavedModel beside `path` and swaps it in (whole or nothing)."""
+    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        export_saved_model(student, partial)
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old)
+            os.replace(partial, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(partial, path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def export_student(
@@ -425,12 +576,16 @@ def export_student(
     Files in `output_dir`: `saved_model/`, `student_float32.tflite`,
     `student_dynamic_int8.tflite`, `student_int8.tflite` (those requested), each
     with `<name>.parity.json` and `<name>.parity.md`, and `parity.md` /
-    `parity.json` tabulating all of them against the Keras student.
+    `parity.json` tabulating all of them against the Keras student. Every
+    argument and the folder are checked before any conversion runs; the folder
+    is created only once every conversion has succeeded.
 
     Args:
         student: The trained student (one input, one output of logits).
-        output_dir: Folder to write into (created).
-        x_test: Held-out inputs (array) for the parity report.
+        output_dir: A new or empty folder, or an earlier export's folder
+            (earlier exports in it are replaced).
+        x_test: Held-out inputs (array) for the parity report, of the shape
+            the student takes.
         y_test: Their labels (integer ids or one-hot rows), or `None` to skip
             accuracy.
         representative_data: Transfer-set inputs (array or tf.data dataset)
@@ -445,8 +600,13 @@ def export_student(
         `latency_ms_per_example`, `keras_accuracy`, `accuracy_drop_points`).
 
     Raises:
-        ValueError: for unknown formats, an unconvertible model (before any file
-            is written) or outputs of the wrong shape.
+        ValueError: for unknown formats; `x_test` or `representative_data`
+            that is empty, has NaN/Inf or another shape than the student takes;
+            labels that are misaligned, out of range or not whole numbers; an
+            `output_dir` that is a file, lies under a file, cannot be written,
+            or holds files that are not exports (all before any conversion);
+            an unconvertible model (before any file is written).
+        TypeError: for non-numeric inputs or labels.
 
     Example:
 
@@ -463,6 +623,16 @@ def export_student(
         )
     _check_student(student)
     x_test = np.asarray(x_test)
+    _check_inputs(student, x_test, "x_test")
+    classes = student.outputs[0].shape[-1]
+    if y_test is not None and classes is not None:
+        _class_ids(y_test, len(x_test), int(classes))
+    if representative_data is not None and "tflite_int8" in formats:
+        # Drawn once here, so that bad calibration data fails before any conversion.
+        representative_data = _calibration_rows(representative_data, calibration_examples, 0)
+        _check_inputs(student, representative_data, "representative_data")
+    output_dir = Path(output_dir)
+    _check_output_dir(output_dir)
     flatbuffers = {
         name: convert_to_tflite(
             student,
@@ -473,8 +643,7 @@ def export_student(
         for name in formats
         if name in TFLITE_FORMATS
     }
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = _claim_output_dir(output_dir)
     reference = np.asarray(student.predict(x_test, batch_size=256, verbose=0), np.float32)
     keras_accuracy = None
     if y_test is not None:
@@ -485,11 +654,12 @@ def export_student(
     for name in formats:
         path = output_dir / _FILE_NAMES[name]
         if name == "saved_model":
-            export_saved_model(student, path)
+            _write_saved_model(student, path)
             outputs, call = _saved_model_predict(path, x_test)
             runtime = "tf.saved_model (serving_default)"
         else:
-            path.write_bytes(flatbuffers[name])
+            with atomic_path(path) as partial:
+                partial.write_bytes(flatbuffers[name])
             runner = TFLiteRunner(path)
             outputs, call = runner.predict(x_test), runner._invoke
             runtime = "tf.lite.Interpreter, 1 thread"
@@ -505,16 +675,16 @@ def export_student(
             report["keras_accuracy"] = keras_accuracy
             report["accuracy_drop_points"] = 100.0 * (keras_accuracy - report["accuracy"])
         stem = _FILE_NAMES[name].removesuffix(".tflite") + ".parity"
-        reports.write_json(output_dir / f"{stem}.json", report)
-        (output_dir / f"{stem}.md").write_text(reports.markdown_table([report], digits=6))
+        atomic_write_json(output_dir / f"{stem}.json", report)
+        atomic_write_text(output_dir / f"{stem}.md", reports.markdown_table([report], digits=6))
         results[name] = report
     rows = list(results.values())
-    reports.write_json(output_dir / "parity.json", {"exports": rows})
+    atomic_write_json(output_dir / "parity.json", {"exports": rows})
     columns = [
         "format", "top1_agreement", "max_abs_logit_diff", "mean_abs_logit_diff",
         "accuracy", "keras_accuracy", "accuracy_drop_points", "size_bytes",
         "size_ratio_vs_float32_tflite", "latency_ms_per_example",
     ]
     columns = [c for c in columns if any(c in row for row in rows)]
-    (output_dir / "parity.md").write_text(reports.markdown_table(rows, columns, digits=6))
+    atomic_write_text(output_dir / "parity.md", reports.markdown_table(rows, columns, digits=6))
     return results

@@ -98,6 +98,77 @@ def combine_logits(member_logits, temperature: float, mean: str = "geometric"):
     return temperature * log_mean
 
 
+def model_input_shape(model: keras.Model) -> tuple | None:
+    """The per-example input shape a model declares, or `None` when it is unknown.
+
+    Unknown for a subclassed or unbuilt model and for a model with several
+    inputs. A `TeacherEnsemble` declares the shape of its first member that
+    declares one. `None` entries in the shape accept any size.
+
+    Args:
+        model: A `keras.Model`.
+
+    Returns:
+        The shape without the batch axis, e.g. `(784,)`, or `None`.
+
+    Example:
+
+    >>> model_input_shape(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
+    (4,)
+    """
+    if isinstance(model, TeacherEnsemble):
+        shapes = [model_input_shape(member) for member in model.members]
+        return next((shape for shape in shapes if shape is not None), None)
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(inputs, list | tuple) or len(inputs) != 1:
+        return None
+    shape = getattr(inputs[0], "shape", None)
+    return None if shape is None else tuple(shape)[1:]
+
+
+def _shapes_compatible(first: tuple, second: tuple) -> bool:
+    return len(first) == len(second) and all(
+        a is None or b is None or a == b for a, b in zip(first, second)
+    )
+
+
+def check_input_shape(
+    model: keras.Model, example_shape: tuple, *, model_role: str, data_name: str
+) -> None:
+    """Raises a clear `ValueError` when inputs of `example_shape` do not fit `model`.
+
+    Nothing is checked when the model does not declare its input shape (see
+    `model_input_shape`).
+
+    Args:
+        model: The model that will receive the inputs.
+        example_shape: The shape of one example (without the batch axis).
+        model_role: How to name the model in the message, e.g. `"teacher"`.
+        data_name: How to name the inputs in the message, e.g. `"x"`.
+
+    Raises:
+        ValueError: naming the expected and the given shape.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> check_input_shape(model, (4,), model_role="teacher", data_name="x")
+    """
+    expected = model_input_shape(model)
+    given = tuple(None if d is None else int(d) for d in example_shape)
+    if expected is None or _shapes_compatible(expected, given):
+        return
+    raise ValueError(
+        f"`{data_name}` holds examples of shape {given}, but the {model_role} takes "
+        f"inputs of shape {expected} (None: any size). Give the inputs the "
+        f"{model_role} was built for (same features and preprocessing), or a "
+        f"{model_role} built for these inputs."
+    )
+
+
 def _output_size(model: keras.Model, index: int) -> int | None:
     try:
         shape = model.output_shape
@@ -122,7 +193,9 @@ def validate_members(models: Sequence[keras.Model]) -> list[keras.Model]:
 
     Raises:
         ValueError: if there are none, one is not a `keras.Model`, one ends in a
-            softmax, or their output sizes differ.
+            softmax, or their output sizes (class counts) or declared input
+            shapes differ (members that do not declare an input shape, such as
+            unbuilt subclassed models, are checked when called).
 
     Example:
 
@@ -154,9 +227,21 @@ def validate_members(models: Sequence[keras.Model]) -> list[keras.Model]:
         sizes.append(_output_size(model, index))
     known = {size for size in sizes if size is not None}
     if len(known) > 1:
+        named = ", ".join(
+            f"models[{i}] ({m.name!r}): {size}" for i, (m, size) in enumerate(zip(models, sizes))
+        )
         raise ValueError(
-            f"The members' output sizes differ: {sizes}. Every member must give one "
-            "logit per class of the same label set."
+            f"The members' output sizes differ: {sizes} ({named}). Every member must "
+            "give one logit per class of the same label set."
+        )
+    shapes = [(i, model_input_shape(m)) for i, m in enumerate(models)]
+    shapes = [(i, shape) for i, shape in shapes if shape is not None]
+    if any(not _shapes_compatible(shapes[0][1], shape) for _, shape in shapes[1:]):
+        named = ", ".join(f"models[{i}] ({models[i].name!r}): {shape}" for i, shape in shapes)
+        raise ValueError(
+            f"The members take inputs of different shapes: {named}. Every member "
+            "must take the same inputs (the ensemble gives each the same batch); "
+            "build them on the same features and preprocessing."
         )
     return models
 
@@ -223,11 +308,25 @@ class TeacherEnsemble(keras.Model):
         Returns:
             Float32 tensor `(batch, members, classes)`.
 
+        Raises:
+            ValueError: when the batch's example shape does not fit a member.
+
         Example:
 
         >>> ensemble.member_logits(x).shape  # doctest: +SKIP
         TensorShape([32, 10, 10])
         """
+        try:  # a dict of inputs, or a tensor of unknown rank, is not checked
+            example_shape = tuple(x.shape)[1:]
+        except (AttributeError, TypeError, ValueError):
+            example_shape = None
+        if example_shape is not None:
+            for index, member in enumerate(self.members):
+                check_input_shape(
+                    member, example_shape,
+                    model_role=f"ensemble member {index} ({member.name!r})",
+                    data_name="x",
+                )
         outputs = [
             tf.cast(member(x, training=training), tf.float32) for member in self.members
         ]
@@ -455,8 +554,10 @@ def evaluate_ensemble(
 __all__ = [
     "ENSEMBLE_MEANS",
     "TeacherEnsemble",
+    "check_input_shape",
     "combine_logits",
     "evaluate_ensemble",
+    "model_input_shape",
     "train_ensemble",
     "validate_mean",
     "validate_members",

@@ -175,7 +175,8 @@ def test_truncated_missing_and_altered_files_are_rejected(teacher, x, tmp_path):
     shard.write_bytes(bytes(altered))
     with pytest.raises(ValueError, match="does not match its SHA-256"):
         TeacherCache.open(directory)
-    TeacherCache.open(directory, verify="size")  # a size check cannot see this
+    with pytest.raises(ValueError, match="checksum of its sampled blocks"):
+        TeacherCache.open(directory, verify="size")  # a small file is sampled whole
     shard.unlink()
     with pytest.raises(ValueError, match="shard-00001.logits.npy' is missing"):
         TeacherCache.open(directory)

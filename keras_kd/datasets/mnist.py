@@ -1,9 +1,10 @@
 """MNIST: reading the standard IDX files and a tf.data pipeline with the paper's jitter.
 
 `load_mnist` reads the four files of the usual distribution (gzip-compressed or raw)
-from the folder given by `--data-dir` / `KERAS_KD_DATA_DIR`, and checks each file's
-magic number, dimensions and length. `mnist_dataset` turns the arrays into batches of
-floats in `[0, 1]`, optionally jittered by random shifts of up to two pixels as in
+from the folder given by `--data-dir` / `KERAS_KD_DATA_DIR`, checks each file's
+magic number, dimensions and length, and checks its content against the published
+MD5 of the uncompressed file (`MD5`). `mnist_dataset` turns the arrays into batches
+of floats in `[0, 1]`, optionally jittered by random shifts of up to two pixels as in
 Hinton, Vinyals and Dean (2015, section 3), and optionally carrying precomputed
 teacher logits in the batch layout the `Distiller` reads.
 """
@@ -11,14 +12,19 @@ teacher logits in the batch layout the `Distiller` reads.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from keras_kd.batch import make_batch
 from keras_kd.datasets.location import DATA_DIR_VARIABLE, resolve_data_dir
-from keras_kd.distiller import INPUTS, TEACHER_LOGITS
 
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
@@ -30,6 +36,20 @@ _FILES = {
     "test_images": ("t10k-images-idx3-ubyte", 2051, (10000, IMAGE_SIZE, IMAGE_SIZE)),
     "test_labels": ("t10k-labels-idx1-ubyte", 2049, (10000,)),
 }
+# MD5 of each uncompressed file, as published with the data set.
+MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+# The download of `keras.datasets.mnist`, and how long to wait for it to answer.
+DOWNLOAD_HOST = "storage.googleapis.com"
+CONNECT_TIMEOUT_SECONDS = 3.0
+DOWNLOAD_TIMEOUT_SECONDS = 30.0
+# Files whose checksum matched, by (path, device, inode, size, modification time),
+# so that loading the same files again in a process does not hash them again.
+_VERIFIED: set[tuple] = set()
 
 
 def _find_file(folder: Path, stem: str) -> Path:
@@ -114,47 +134,141 @@ def read_idx(path: str | os.PathLike, magic: int, dims: tuple[int, ...]) -> np.n
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(dims)
 
 
-def _load_online():
-    """MNIST from tensorflow-datasets, else the Keras download."""
-    errors = []
-    try:
-        import tensorflow_datasets as tfds
+def _file_key(path: Path) -> tuple:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
-        splits = tfds.load(
-            "mnist", split=["train", "test"], batch_size=-1, as_supervised=True
+
+def _check_checksum(
+    path: Path, key: tuple, array: np.ndarray, magic: int, expected: str
+) -> None:
+    """Compares the MD5 of the file's uncompressed bytes with the published one.
+
+    `key` is the file's `_file_key` taken before `array` was read from it.
+    """
+    if key in _VERIFIED:
+        return
+    digest = hashlib.md5(usedforsecurity=False)
+    digest.update(magic.to_bytes(4, "big"))
+    for size in array.shape:
+        digest.update(int(size).to_bytes(4, "big"))
+    digest.update(np.ascontiguousarray(array))
+    if digest.hexdigest() != expected:
+        raise ValueError(
+            f"MNIST file {str(path)!r} has a valid header and length but not the "
+            f"published content: MD5 of its uncompressed bytes is {digest.hexdigest()}, "
+            f"expected {expected}. The file is corrupt or is another data set with "
+            "the same file names; download it again, or pass verify=False to read "
+            "other IDX files (e.g. Fashion-MNIST) on purpose."
         )
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
-        return (
-            (x_train[..., 0].astype(np.uint8), y_train.astype(np.uint8)),
-            (x_test[..., 0].astype(np.uint8), y_test.astype(np.uint8)),
+    _VERIFIED.add(key)
+
+
+def _keras_cache_file() -> Path:
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return Path(home) / "datasets" / "mnist.npz"
+
+
+def _tfds_prepared() -> bool:
+    root = os.environ.get("TFDS_DATA_DIR") or os.path.join(
+        os.path.expanduser("~"), "tensorflow_datasets"
+    )
+    return (Path(root) / "mnist").is_dir()
+
+
+def _reachable(host: str, port: int = 443, timeout: float = CONNECT_TIMEOUT_SECONDS) -> bool:
+    """Whether a TCP connection to `host` (or the HTTPS proxy) opens within `timeout`.
+
+    The attempt runs in a thread so that a slow name lookup cannot outlast it.
+    """
+    proxy = urllib.request.getproxies().get("https")
+    if proxy:
+        parsed = urllib.parse.urlsplit(proxy)
+        host, port = parsed.hostname or host, parsed.port or 443
+    opened, finished = [], threading.Event()
+
+    def connect():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                opened.append(True)
+        except OSError:
+            pass
+        finally:
+            finished.set()
+
+    threading.Thread(target=connect, daemon=True).start()
+    finished.wait(timeout)
+    return bool(opened)
+
+
+def _load_online():
+    """MNIST without a local folder: tensorflow-datasets' or Keras' copy, else a download.
+
+    Never retries and never waits long: a copy already prepared by
+    tensorflow-datasets or downloaded by Keras is used without the network; a
+    download is attempted only when its host answers within
+    `CONNECT_TIMEOUT_SECONDS`, and it fails after `DOWNLOAD_TIMEOUT_SECONDS`
+    without data.
+    """
+    errors = []
+    if _tfds_prepared():
+        try:
+            import tensorflow_datasets as tfds
+
+            splits = tfds.load(
+                "mnist", split=["train", "test"], batch_size=-1, as_supervised=True,
+                download=False,
+            )
+            (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
+            return (
+                (x_train[..., 0].astype(np.uint8), y_train.astype(np.uint8)),
+                (x_test[..., 0].astype(np.uint8), y_test.astype(np.uint8)),
+            )
+        except Exception as error:  # any failure: try the next source
+            errors.append(f"tensorflow-datasets: {error}")
+    if not _keras_cache_file().is_file() and not _reachable(DOWNLOAD_HOST):
+        errors.append(
+            f"no local copy, and {DOWNLOAD_HOST} could not be reached within "
+            f"{CONNECT_TIMEOUT_SECONDS:g} s (offline?), so nothing was downloaded"
         )
-    except Exception as error:  # any failure: try the next source
-        errors.append(f"tensorflow-datasets: {error}")
-    try:
+    else:
         import keras
 
-        return keras.datasets.mnist.load_data()
-    except Exception as error:
-        errors.append(f"keras.datasets.mnist: {error}")
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_SECONDS)
+        try:
+            return keras.datasets.mnist.load_data()
+        except Exception as error:
+            errors.append(f"keras.datasets.mnist: {error}")
+        finally:
+            socket.setdefaulttimeout(previous)
     raise FileNotFoundError(
-        "No MNIST folder is configured and downloading failed ("
+        "No MNIST folder is configured and MNIST could not be fetched ("
         + "; ".join(errors)
         + f"). Pass --data-dir or set {DATA_DIR_VARIABLE} to a folder with the four "
         "standard IDX files."
     )
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None):
+def load_mnist(data_dir: str | os.PathLike | None = None, *, verify: bool = True):
     """Loads MNIST as uint8 arrays, from local IDX files when a folder is configured.
 
     The folder is `resolve_data_dir(data_dir, "mnist")`: `data_dir` or
     `KERAS_KD_DATA_DIR`, or its `mnist/` subfolder. It must hold the four standard
-    files, gzip-compressed or raw. With no folder configured, MNIST comes from
-    tensorflow-datasets or the Keras download (both need the network).
+    files, gzip-compressed or raw; each is checked against the published MD5 of
+    its uncompressed content (a file verified once is not hashed again in the
+    same process while its size and modification time are unchanged).
+
+    With no folder configured, MNIST comes from a copy that tensorflow-datasets
+    prepared or Keras downloaded earlier, without the network; failing that, from
+    the Keras download, attempted only if its host answers within 3 seconds (no
+    retries). Offline, the call therefore fails within seconds.
 
     Args:
         data_dir: The data root or the MNIST folder; `None` reads
             `KERAS_KD_DATA_DIR`.
+        verify: Check each local file's MD5 (default). `False` reads other IDX
+            files with the standard names and shapes, such as Fashion-MNIST.
 
     Returns:
         `((x_train, y_train), (x_test, y_test))`: uint8 arrays of shapes
@@ -162,19 +276,21 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
 
     Raises:
         FileNotFoundError: when the folder or one of its files is missing, or no
-            folder is configured and the download fails.
-        ValueError: when a file is corrupt, truncated or of the wrong shape.
+            folder is configured and MNIST cannot be fetched.
+        ValueError: when a file is corrupt, truncated, of the wrong shape, or
+            does not match its published MD5 (naming the file).
 
     Example:
 
     >>> (x_train, y_train), (x_test, y_test) = load_mnist("data")  # doctest: +SKIP
-    >>> x_train.shape
+    >>> x_train.shape  # doctest: +SKIP
     (60000, 28, 28)
     """
     folder = resolve_data_dir(data_dir, "mnist")
     if folder is None:
         return _load_online()
     paths = {key: _find_file(folder, stem) for key, (stem, _, _) in _FILES.items()}
+    file_keys = {key: _file_key(path) for key, path in paths.items()}
     arrays = {
         key: read_idx(paths[key], magic, dims)
         for key, (_, magic, dims) in _FILES.items()
@@ -186,6 +302,9 @@ def load_mnist(data_dir: str | os.PathLike | None = None):
                 f"MNIST {split} labels in {str(folder)!r} contain {int(labels.max())}; "
                 f"labels must be 0-{NUM_CLASSES - 1}. The label file is corrupt."
             )
+    if verify:
+        for key, (stem, magic, _) in _FILES.items():
+            _check_checksum(paths[key], file_keys[key], arrays[key], magic, MD5[stem])
     return (
         (arrays["train_images"], arrays["train_labels"]),
         (arrays["test_images"], arrays["test_labels"]),
@@ -313,7 +432,7 @@ def mnist_dataset(
         if batch_seed is not None:
             x = jitter_images(x, batch_seed, max_shift)
         if "teacher_logits" in batch:
-            x = {INPUTS: x, TEACHER_LOGITS: batch["teacher_logits"]}
+            x = make_batch(x, batch["teacher_logits"])
         return x if "labels" not in batch else (x, batch["labels"])
 
     dataset = dataset.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE)
