@@ -184,25 +184,25 @@ def _frames(features, speakers_of_utterances, utterance):
     return fsdd.FrameSet(features, np.zeros(len(features), np.int32), np.asarray(utterance), recordings)
 
 
-def test_global_and_per_speaker_normalisation_are_hand_computed():
+def test_global_and_per_speaker_normalization_are_hand_computed():
     train = _frames([[1.0], [3.0], [10.0], [14.0]], ["a", "b"], [0, 0, 1, 1])
     test = _frames([[5.0], [12.0], [0.0], [4.0]], ["a", "b", "c"], [0, 1, 2, 2])
-    fsdd.normalise(train, test, "speaker")
+    fsdd.normalize(train, test, "speaker")
     # a: mean 2, std 1; b: mean 12, std 2; held-out c: its own test frames, mean 2, std 2.
     np.testing.assert_allclose(train.features[:, 0], [-1, 1, -1, 1], atol=1e-3)
     np.testing.assert_allclose(test.features[:, 0], [3, 0, -1, 1], atol=1e-3)
     train = _frames([[1.0], [3.0]], ["a"], [0, 0])
     test = _frames([[5.0]], ["a"], [0])
-    fsdd.normalise(train, test, "global")
+    fsdd.normalize(train, test, "global")
     np.testing.assert_allclose(test.features[:, 0], [3.0], atol=1e-3)
-    with pytest.raises(ValueError, match="normalisation"):
-        fsdd.normalise(train, test, "per-utterance")
-    # A validation set is normalised like the test set: by training statistics for
+    with pytest.raises(ValueError, match="normalization"):
+        fsdd.normalize(train, test, "per-utterance")
+    # A validation set is normalized like the test set: by training statistics for
     # a training speaker, by its own frames for a held-out speaker (d: mean 3, std 1).
     train = _frames([[1.0], [3.0]], ["a"], [0, 0])
     test = _frames([[4.0]], ["a"], [0])
     validation = _frames([[2.0], [2.0], [4.0]], ["a", "d"], [0, 1, 1])
-    fsdd.normalise(train, test, "speaker", validation=validation)
+    fsdd.normalize(train, test, "speaker", validation=validation)
     np.testing.assert_allclose(validation.features[:, 0], [0, -1, 1], atol=1e-3)
     np.testing.assert_allclose(test.features[:, 0], [2], atol=1e-3)
 
@@ -243,7 +243,7 @@ def test_load_fsdd_from_tiny_folder_labels_frames_and_uses_the_cache(tmp_path, m
                 quiet = np.zeros(800)  # 10 frames-worth of digital silence
                 write_wav(folder / f"{digit}_{speaker}_{take}.wav", 32767 * np.concatenate([loud, quiet]))
     cache = tmp_path / "cache"
-    data = fsdd.load_fsdd(tmp_path, split="standard", normalisation="global", cache_dir=cache)
+    data = fsdd.load_fsdd(tmp_path, split="standard", normalization="global", cache_dir=cache)
     assert len(data.train.recordings) == len(data.test.recordings) == 4
     assert all(r.take == 5 for r in data.train.recordings)
     per_utterance = frontend.num_frames(2800, 200, 80)  # 33
@@ -274,6 +274,45 @@ def test_load_fsdd_from_tiny_folder_labels_frames_and_uses_the_cache(tmp_path, m
     assert len(held.validation) == 2 * per_utterance and held.config["validation"] == "speaker"
     with pytest.raises(ValueError, match="no training recordings"):
         fsdd.load_fsdd(tmp_path, split="standard", validation="takes", cache_dir=cache)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+        lambda path: path.write_bytes(b""),
+        lambda path: np.savez(path, features=np.zeros((3, 40)), energy=np.zeros(3),
+                              lengths=np.array([3])),  # other recordings' arrays
+    ],
+    ids=["truncated", "empty", "wrong-arrays"],
+)
+def test_a_damaged_feature_cache_is_rebuilt_whole(tmp_path, damage):
+    folder = tmp_path / "fsdd" / "recordings"
+    folder.mkdir(parents=True)
+    for digit, take in ((0, 0), (1, 0), (0, 5), (1, 5)):
+        samples = 32767 * tone(300 + 200 * digit, 0.3)
+        write_wav(folder / f"{digit}_ann_{take}.wav", samples)
+    cache = tmp_path / "cache"
+    first = fsdd.load_fsdd(tmp_path, split="standard", cache_dir=cache)
+    (path,) = cache.glob("*.npz")
+    damage(path)
+    with pytest.warns(UserWarning, match="feature cache .* is damaged"):
+        again = fsdd.load_fsdd(tmp_path, split="standard", cache_dir=cache)
+    np.testing.assert_array_equal(again.train.features, first.train.features)
+    np.testing.assert_array_equal(again.test.features, first.test.features)
+    # The rebuilt file is whole again, and no partial file is left beside it.
+    assert [p.name for p in cache.iterdir()] == [path.name]
+    with np.load(path) as stored:
+        assert len(stored["lengths"]) == 4
+        assert stored["lengths"].sum() == len(first.train) + len(first.test)
+
+
+def test_old_british_names_say_what_they_became():
+    with pytest.raises(AttributeError, match="renamed normalize in keras-kd 0.2.0"):
+        fsdd.normalise  # noqa: B018
+    with pytest.raises(AttributeError, match="renamed NORMALIZATIONS"):
+        fsdd.NORMALISATIONS  # noqa: B018
+    assert fsdd.NORMALIZATIONS == ("global", "speaker", "none")
 
 
 def test_load_fsdd_errors_name_the_problem(tmp_path, monkeypatch):

@@ -20,6 +20,8 @@ import hashlib
 import json
 import os
 import re
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,7 +29,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_kd import files
 from keras_kd.datasets.location import DATA_DIR_VARIABLE, resolve_data_dir
+from keras_kd.evaluation import accuracy
 from keras_kd.frontend import LogMelSpectrogram, stack_context
 
 SAMPLE_RATE = 8000
@@ -44,7 +48,7 @@ SPLITS = ("standard", "speaker")
 VALIDATION_TAKES = (5, 10)  # takes 5-9: the training takes next to the test takes
 DEFAULT_VALIDATION_SPEAKERS = ("george",)  # first training speaker, alphabetically
 VALIDATIONS = ("takes", "speaker", "none")
-NORMALISATIONS = ("global", "speaker", "none")
+NORMALIZATIONS = ("global", "speaker", "none")
 SOURCES = ("files", "tfds")
 
 _NAME = re.compile(r"^(?P<digit>\d)_(?P<speaker>[A-Za-z]+)_(?P<take>\d+)\.wav$")
@@ -379,7 +383,7 @@ class FrameSet:
     """Labelled frames of a set of utterances, concatenated in utterance order.
 
     Args:
-        features: Float32 `(frames, bins)` log-mel features (normalised as loaded).
+        features: Float32 `(frames, bins)` log-mel features (normalized as loaded).
         labels: Int32 `(frames,)` class ids: digits 0-9 or `SILENCE`.
         utterance: Int32 `(frames,)` index of each frame's utterance in
             `recordings`.
@@ -429,7 +433,7 @@ class FrameSet:
 
 @dataclasses.dataclass
 class FsddFrames:
-    """The training and test frames of one split, with their normalisation.
+    """The training and test frames of one split, with their normalization.
 
     Args:
         train: Training `FrameSet`.
@@ -437,7 +441,7 @@ class FsddFrames:
         mean: Float32 `(bins,)` global mean of the raw training features.
         variance: Float32 `(bins,)` global variance of the raw training features
             (with `mean`, what a `keras.layers.Normalization` in an exported model
-            needs for `normalisation="global"`).
+            needs for `normalization="global"`).
         config: The options the frames were made with.
         validation: Validation `FrameSet` carved from the training recordings
             (`validation_split`), or `None`.
@@ -499,7 +503,9 @@ def extract_features(
         load_waveform: Returns a recording's float32 waveform.
         frontend: The `LogMelSpectrogram` to apply.
         cache_dir: Folder for an `.npz` cache keyed by the front-end settings and
-            the files' names, sizes and times; `None` for no cache.
+            the files' names, sizes and times; `None` for no cache. The file is
+            written whole or not at all, and a damaged one is computed again
+            (with a warning) and replaced.
 
     Returns:
         `(features, energies)`: per recording, float32 `(frames, bins)` and
@@ -516,13 +522,9 @@ def extract_features(
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"fsdd-features-{_fingerprint(recordings, frontend)}.npz"
-        if cache.is_file():
-            with np.load(cache) as stored:
-                bounds = np.cumsum(stored["lengths"])[:-1]
-                return (
-                    np.split(stored["features"], bounds),
-                    np.split(stored["energy"], bounds),
-                )
+        stored = _read_feature_cache(cache, len(recordings), frontend.num_mel_bins)
+        if stored is not None:
+            return stored
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
     def analyse(waveform):
@@ -545,16 +547,48 @@ def extract_features(
         if (i + 1) % 100 == 0 or i + 1 == len(recordings):
             progress.update(i + 1)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temporary = cache.with_suffix(".tmp.npz")
-        np.savez(
-            temporary,
-            features=np.concatenate(features),
-            energy=np.concatenate(energies),
-            lengths=np.array([len(f) for f in features]),
-        )
-        temporary.replace(cache)
+        with files.atomic_path(cache) as partial:
+            np.savez(
+                partial,
+                features=np.concatenate(features),
+                energy=np.concatenate(energies),
+                lengths=np.array([len(f) for f in features]),
+            )
     return features, energies
+
+
+def _read_feature_cache(
+    path: Path, recordings: int, bins: int
+) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """The cached `(features, energies)` at `path`, or `None` to rebuild them.
+
+    A missing file gives `None`; so does a damaged one (truncated by a killed
+    run of an older version, or not the arrays this loader writes), with a
+    warning: it is rebuilt and replaced as a whole.
+    """
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as stored:
+            features, energy = stored["features"], stored["energy"]
+            lengths = stored["lengths"]
+        consistent = (
+            lengths.shape == (recordings,)
+            and features.ndim == 2
+            and features.shape[1] == bins
+            and len(features) == len(energy) == int(lengths.sum())
+        )
+        if not consistent:
+            raise ValueError("its arrays do not match the recordings")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(
+            f"The FSDD feature cache {path} is damaged ({type(error).__name__}: "
+            f"{error}); computing the features again and replacing it.",
+            stacklevel=3,
+        )
+        return None
+    bounds = np.cumsum(lengths)[:-1]
+    return np.split(features, bounds), np.split(energy, bounds)
 
 
 def _frame_set(recordings, features, energies, silence_db) -> FrameSet:
@@ -574,10 +608,10 @@ def _moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(variance, 1e-8).astype(np.float32)
 
 
-def normalise(
-    train: FrameSet, test: FrameSet, normalisation: str, validation: FrameSet | None = None
+def normalize(
+    train: FrameSet, test: FrameSet, normalization: str, validation: FrameSet | None = None
 ) -> None:
-    """Normalises the features of the sets in place to zero mean, unit variance.
+    """Normalizes the features of the sets in place to zero mean, unit variance.
 
     `"global"` uses the mean and variance of all training frames. `"speaker"`
     uses each speaker's own statistics: from that speaker's training frames when
@@ -588,24 +622,24 @@ def normalise(
     Args:
         train: Training frames.
         test: Test frames.
-        normalisation: `"global"`, `"speaker"` or `"none"`.
-        validation: Validation frames, normalised like the test frames; optional.
+        normalization: `"global"`, `"speaker"` or `"none"`.
+        validation: Validation frames, normalized like the test frames; optional.
 
     Raises:
-        ValueError: for another `normalisation`.
+        ValueError: for another `normalization`.
 
     Example:
 
-    >>> normalise(data.train, data.test, "speaker")  # doctest: +SKIP
+    >>> normalize(data.train, data.test, "speaker")  # doctest: +SKIP
     """
-    if normalisation not in NORMALISATIONS:
+    if normalization not in NORMALIZATIONS:
         raise ValueError(
-            f"`normalisation` must be one of {NORMALISATIONS}, got {normalisation!r}."
+            f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}."
         )
-    if normalisation == "none":
+    if normalization == "none":
         return
     held = [test] + ([validation] if validation is not None else [])
-    if normalisation == "global":
+    if normalization == "global":
         mean, variance = _moments(train.features)
         for frames in (train, *held):
             frames.features = (frames.features - mean) / np.sqrt(variance)
@@ -636,7 +670,7 @@ def load_fsdd(
     *,
     split: str = "standard",
     test_speakers: Sequence[str] = DEFAULT_TEST_SPEAKERS,
-    normalisation: str = "speaker",
+    normalization: str = "speaker",
     silence_db: float = DEFAULT_SILENCE_DB,
     frontend: LogMelSpectrogram | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -645,15 +679,15 @@ def load_fsdd(
     validation: str = "none",
     validation_speakers: Sequence[str] = DEFAULT_VALIDATION_SPEAKERS,
 ) -> FsddFrames:
-    """FSDD as labelled, normalised log-mel frames of a training and a test set.
+    """FSDD as labelled, normalized log-mel frames of a training and a test set.
 
     Args:
         data_dir: Data root (see `recordings_dir`); `None` uses
             `KERAS_KD_DATA_DIR`. With `source="tfds"`, tfds' data folder.
         split: `"standard"` or `"speaker"` (see `split_recordings`).
         test_speakers: Held-out speakers of the `"speaker"` split.
-        normalisation: `"speaker"` (default), `"global"` or `"none"` (see
-            `normalise`).
+        normalization: `"speaker"` (default), `"global"` or `"none"` (see
+            `normalize`).
         silence_db: Frames this many dB below the utterance's loudest frame are
             labelled `SILENCE`.
         frontend: The `LogMelSpectrogram`; default 25 ms / 10 ms / 40 mel bins
@@ -684,9 +718,9 @@ def load_fsdd(
     """
     if source not in SOURCES:
         raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}.")
-    if normalisation not in NORMALISATIONS:
+    if normalization not in NORMALIZATIONS:
         raise ValueError(
-            f"`normalisation` must be one of {NORMALISATIONS}, got {normalisation!r}."
+            f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}."
         )
     if validation not in VALIDATIONS:
         raise ValueError(f"`validation` must be one of {VALIDATIONS}, got {validation!r}.")
@@ -724,13 +758,13 @@ def load_fsdd(
     train, test = frame_set(train_recordings), frame_set(test_recordings)
     held = frame_set(validation_recordings) if validation != "none" else None
     mean, variance = _moments(train.features)
-    normalise(train, test, normalisation, validation=held)
+    normalize(train, test, normalization, validation=held)
     config = {
         "split": split,
         "test_speakers": list(test_speakers) if split == "speaker" else [],
         "validation": validation,
         "validation_speakers": list(validation_speakers) if validation == "speaker" else [],
-        "normalisation": normalisation,
+        "normalization": normalization,
         "silence_db": float(silence_db),
         "source": source,
         "frontend": {
@@ -810,6 +844,8 @@ def word_error_rate(frame_logits: np.ndarray, frames: FrameSet) -> float:
 def frame_accuracy(frame_logits: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of frames whose highest logit is their label (silence included).
 
+    The frame-level name of `keras_kd.evaluation.accuracy`.
+
     Args:
         frame_logits: Float `(frames, classes)`.
         labels: Int `(frames,)`.
@@ -817,9 +853,26 @@ def frame_accuracy(frame_logits: np.ndarray, labels: np.ndarray) -> float:
     Returns:
         The accuracy in [0, 1].
 
+    Raises:
+        ValueError: when the logits and labels do not match, or there are no
+            frames.
+
     Example:
 
     >>> frame_accuracy(np.array([[2.0, 1.0], [0.0, 1.0]]), np.array([0, 0]))
     0.5
     """
-    return float(np.mean(np.argmax(frame_logits, axis=1) == np.asarray(labels)))
+    return accuracy(frame_logits, labels)
+
+
+_RENAMED = {"normalise": "normalize", "NORMALISATIONS": "NORMALIZATIONS"}
+
+
+def __getattr__(name: str):
+    if name in _RENAMED:
+        raise AttributeError(
+            f"keras_kd.datasets.fsdd.{name} was renamed {_RENAMED[name]} in keras-kd "
+            "0.2.0 (American spelling for every API name; the argument is "
+            "`normalization`)."
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
