@@ -1,4 +1,4 @@
-"""Throughput of the ImageNet example's parts: input pipeline and training steps.
+"""Throughput of the ImageNet experiment's parts: input pipeline and training steps.
 
 Measures, in images per second:
 
@@ -16,8 +16,12 @@ Measures, in images per second:
      forward), the replay of `keras_kd.cache`;
    - `distill-peer`: `keras.distillation.Distiller` with the same teacher, configured
      as the peer of issue 10 (`LogitsDistillation(T, KLDivergence())`,
-     `student_loss_weight = 1 - alpha`), to compare with `distill-online`;
+     `student_loss_weight = 1 - soft_weight`), to compare with `distill-online`;
    for each `--precisions` entry and on every strategy in `--strategies`.
+
+The models and their compilation are the experiment's
+(`keras_kd.experiments.imagenet_models`: `application`, `compile_run`), so a
+step timed here is a step of `keras-kd imagenet`.
 
 All models of a strategy and precision are built and warmed up first
 (`--warmup-steps` steps each, tracing included); then `--rounds` rounds each time
@@ -49,12 +53,18 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import keras_kd  # noqa: E402
-from keras_kd import distribute, reports, training  # noqa: E402
+from keras_kd import distribute, reports  # noqa: E402
 from keras_kd.datasets import imagenet  # noqa: E402
+from keras_kd.experiments import imagenet_models  # noqa: E402
 
-STEP_KINDS = ("student", "distill-online", "distill-cached", "distill-peer")
-TEMPERATURE, ALPHA = 4.0, 0.9  # of every distilling kind, ours and the peer
+# Each timed kind and the experiment's kind of run it is.
+STEP_KINDS = {
+    "student": "scratch",
+    "distill-online": "kd",
+    "distill-cached": "cached",
+    "distill-peer": "peer",
+}
+TEMPERATURE, SOFT_WEIGHT = 4.0, 0.9  # of every distilling kind, ours and the peer
 
 
 def parse_args(argv=None):
@@ -142,53 +152,29 @@ def pipeline_rows(args):
 
 def build(kind, args, setup):
     """The model to time and a dataset of synthetic batches for it."""
-    shape = (args.image_size, args.image_size, 3)
-
-    def application(constructor, **kwargs):
-        base = constructor(
-            include_top=True,
-            weights=None,
-            input_shape=shape,
-            classes=args.classes,
-            classifier_activation=None,
-            **kwargs,
-        )
-        return base
-
     with setup.strategy.scope():
-        student = application(keras.applications.MobileNetV2, alpha=args.student_width)
-        training.set_batchnorm_momentum(student, 0.99)
-        optimizer = keras.optimizers.SGD(setup.learning_rate, momentum=0.9)
-        if kind == "student":
-            model = student
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        student = imagenet_models.application(
+            "mobilenetv2", args.classes, args.image_size, width=args.student_width
+        )
+        imagenet_models.set_batchnorm(student, 0.99)
+        teacher = None
+        if kind in ("distill-online", "distill-peer"):
+            teacher = imagenet_models.application(
+                "resnet50", args.classes, args.image_size
             )
-        elif kind == "distill-peer":
-            model = keras.distillation.Distiller(
-                teacher=application(keras.applications.ResNet50),
-                student=student,
-                distillation_losses=keras.distillation.LogitsDistillation(
-                    temperature=TEMPERATURE, loss=keras.losses.KLDivergence()
-                ),
-                student_loss_weight=1.0 - ALPHA,
-            )
-            model.compile(
-                optimizer=optimizer,
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            )
-        else:
-            teacher = None
-            if kind == "distill-online":
-                teacher = application(keras.applications.ResNet50)
-            model = keras_kd.Distiller(
-                student=student, teacher=teacher, temperature=TEMPERATURE, soft_weight=ALPHA
-            )
-            model.compile(optimizer=optimizer)
+        model = imagenet_models.compile_run(
+            STEP_KINDS[kind],
+            student,
+            optimizer=keras.optimizers.SGD(setup.learning_rate, momentum=0.9),
+            teacher=teacher,
+            temperature=TEMPERATURE,
+            soft_weight=SOFT_WEIGHT,
+            metrics=False,
+        )
     rng = np.random.default_rng(0)
     batch = setup.global_batch_size
-    x = tf.constant(rng.uniform(-1, 1, (batch, *shape)).astype("float32"))
+    shape = (args.image_size, args.image_size, 3)
+    x = tf.constant(rng.uniform(0, 255, (batch, *shape)).astype("float32"))
     y = tf.constant(rng.integers(0, args.classes, batch))
     if kind == "distill-cached":
         logits = tf.constant(rng.normal(size=(batch, args.classes)).astype("float32"))
@@ -209,7 +195,9 @@ def step_rows(args):
             for kind in args.kinds:
                 model, dataset = models[kind] = build(kind, args, setup)
                 start = time.perf_counter()
-                model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0)
+                model.fit(
+                    dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0
+                )
                 warmup[kind] = time.perf_counter() - start
             timings = {kind: [] for kind in args.kinds}
             for round_index in range(args.rounds):

@@ -1,4 +1,5 @@
-"""keras_kd.datasets.imagenet: folder listing, crops, skipped files, determinism, tfds."""
+"""keras_kd.datasets.imagenet: folders, arrays, crops, skipped files, determinism, tfds,
+and the errors for an empty, single-class or unusable data folder."""
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ def test_folder_lists_classes_images_and_ignores_other_files(folder):
 
 def test_missing_split_and_unknown_source_are_explained(tmp_path):
     (tmp_path / "train" / "n01").mkdir(parents=True)
-    with pytest.raises(FileNotFoundError, match="has no val/ folder"):
+    with pytest.raises(FileNotFoundError, match="has train/ but no val/ folder"):
         imagenet.load_imagenet(tmp_path, source="folder")
     with pytest.raises(ValueError, match="`source` must be one of"):
         imagenet.load_imagenet(tmp_path, source="s3")
@@ -117,9 +118,18 @@ def test_undecodable_training_file_is_skipped_and_counted(tmp_path):
     assert counter.skipped >= 1
 
 
-def test_tfds_mock_imagenet2012_gives_the_same_pipeline():
+def _tfds_archives(root):
+    """Empty stand-ins for the official archives, which tfds' mock never reads."""
+    manual = root / "downloads" / "manual"
+    manual.mkdir(parents=True)
+    for name in imagenet.TFDS_ARCHIVES:
+        (manual / name).write_bytes(b"")
+    return root
+
+
+def test_tfds_mock_imagenet2012_gives_the_same_pipeline(tmp_path):
     with tfds.testing.mock_data(num_examples=6):
-        data = imagenet.load_imagenet(None, source="tfds")
+        data = imagenet.load_imagenet(_tfds_archives(tmp_path), source="tfds")
         assert data.source == "tfds" and data.num_classes == 1000
         assert data.class_names[217] == "n02102040"
         ((x, y),) = batches(
@@ -137,3 +147,81 @@ def test_tfds_mock_imagenet2012_gives_the_same_pipeline():
             )
         )
         assert seen == 6 and counter.skipped == 0
+
+
+@pytest.mark.parametrize("source", ["auto", "tfds"])
+def test_an_empty_data_folder_is_one_clear_error_and_stays_empty(tmp_path, source):
+    with pytest.raises(FileNotFoundError) as error:
+        imagenet.load_imagenet(tmp_path, source=source)
+    message = str(error.value)
+    assert "\n" not in message
+    # What is missing, where it looked, what layout is expected.
+    assert f"No ImageNet data in {str(tmp_path)!r} (from --data-dir)" in message
+    assert "imagenet/ and imagenette/" in message
+    assert "ILSVRC2012_img_train.tar" in message
+    assert str(tmp_path / "downloads" / "manual") in message
+    assert "train/<class>/*.JPEG and val/<class>/*.JPEG" in message
+    # tensorflow-datasets created nothing in the user's folder.
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_source_without_train_says_where_it_looked(tmp_path):
+    (tmp_path / "val" / "n01").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="has no train/ folder, nor has its"):
+        imagenet.load_imagenet(tmp_path, source="folder")
+
+
+def test_a_single_class_folder_is_an_error_naming_the_class(tmp_path):
+    write_image_folder(tmp_path, train_per_class=2, val_per_class=1, corrupt=None)
+    for split in ("train", "val"):
+        for extra in CLASSES[1:]:
+            for path in (tmp_path / split / extra).iterdir():
+                path.unlink()
+            (tmp_path / split / extra).rmdir()
+    with pytest.raises(ValueError, match=f"single class folder, '{CLASSES[0]}'"):
+        imagenet.load_imagenet(tmp_path)
+    with pytest.raises(ValueError, match="single class folder"):
+        imagenet.read_image_folder(tmp_path / "train", 8)
+
+
+def test_hidden_folders_are_ignored_and_an_empty_class_is_named(tmp_path):
+    write_image_folder(tmp_path, train_per_class=2, val_per_class=1, corrupt=None)
+    (tmp_path / "train" / ".ipynb_checkpoints").mkdir()
+    split, names = imagenet.list_image_folder(tmp_path / "train")
+    assert names == list(CLASSES) and split.num_examples == 6
+    (tmp_path / "train" / "n09999999").mkdir()
+    with pytest.raises(ValueError, match=r"\['n09999999'\] .* hold no images"):
+        imagenet.list_image_folder(tmp_path / "train")
+
+
+def test_read_image_folder_skips_counts_and_warns_about_undecodable_files(tmp_path):
+    write_image_folder(tmp_path, train_per_class=2, val_per_class=1, corrupt="train")
+    text = tmp_path / "train" / CLASSES[2] / "readme.JPEG"
+    text.write_text("this is a text file, not a JPEG\n")
+    with pytest.warns(
+        imagenet.SkippedImagesWarning, match=r"2 of 8 files .* could not be decoded"
+    ):
+        arrays = imagenet.read_image_folder(tmp_path / "train", (12, 10))
+    assert sorted(arrays.skipped) == sorted(
+        [str(tmp_path / "train" / CLASSES[0] / "broken_0.JPEG"), str(text)]
+    )
+    assert arrays.images.shape == (6, 12, 10, 3) and arrays.images.dtype == np.uint8
+    assert arrays.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert arrays.class_names == list(CLASSES)
+    test = imagenet.read_image_folder(
+        tmp_path / "val", 8, class_names=arrays.class_names
+    )
+    assert test.skipped == () and test.labels.tolist() == [0, 1, 2]
+    with pytest.raises(ValueError, match="image_size"):
+        imagenet.read_image_folder(tmp_path / "val", (0, 8))
+
+
+def test_subset_keeps_the_first_classes_and_files(folder):
+    root, _ = folder
+    data = imagenet.load_imagenet(root).subset(2, train_per_class=3, val_per_class=1)
+    assert data.class_names == list(CLASSES[:2])
+    assert np.bincount(data.train.labels).tolist() == [3, 3]
+    assert data.val.labels.tolist() == [0, 1]
+    assert data.train.fingerprint() != imagenet.load_imagenet(root).train.fingerprint()
+    with pytest.raises(ValueError, match="at least two classes"):
+        imagenet.load_imagenet(root).subset(1)

@@ -1,38 +1,47 @@
-"""ImageNet (and ImageNet-style folders such as Imagenette) as `tf.data` pipelines.
+"""Image folders and ImageNet as arrays and `tf.data` pipelines: the package's one reader.
 
-Two sources give the same pipeline:
+Sources:
 
-- a folder in the ImageNet layout, `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG`
-  (class names are the sorted sub-folder names of `train/`);
+- a folder of class sub-folders, `<split>/<class>/*.JPEG` (PNG, GIF and BMP
+  too; class names are the sorted sub-folder names). `list_image_folder` lists
+  one, `read_image_folder` reads one into arrays (what `keras-kd distill --data`
+  and the teacher cache use);
+- an ImageNet-style folder, `train/<wnid>/` and `val/<wnid>/` (`load_imagenet`);
 - `tensorflow-datasets`' `imagenet2012`, prepared from the official archives
   placed in its manual directory (`<data_dir>/downloads/manual/`).
 
 Training batches use random-resized-crop (area 8-100 %, aspect 3/4-4/3) and a
 horizontal flip; evaluation batches resize the shorter side to
 `image_size / 0.875` and take the centre crop. Images come out as float32 RGB in
-`[0, 255]`; each model applies its own normalisation.
+`[0, 255]`; each model applies its own normalization.
 
-Images that cannot be decoded are dropped, not fatal, and counted by a
-`DecodeCounter`. Training randomness is *stateless*: the order of each epoch and
-the crop of each example are functions of the seed and the example's position in
-the stream, so a run resumed at step `k` (`start_step=k`) sees exactly the
-batches the uninterrupted run saw (folder source; see `train_dataset`).
+A file that cannot be decoded (a text file named `.JPEG`, a truncated
+download) is skipped, never fatal: pipelines count it with a `DecodeCounter`,
+`read_image_folder` lists it and warns. A folder with a single class is an
+error. Training randomness is *stateless*: the order of each epoch and the crop
+of each example are functions of the seed and the example's position in the
+stream, so a run resumed at step `k` (`start_step=k`) sees exactly the batches
+the uninterrupted run saw (folder source; see `train_dataset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from keras_kd.datasets.location import resolve_data_dir
+from keras_kd.datasets.location import DATA_DIR_VARIABLE, resolve_data_dir
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png", ".gif", ".bmp")
 SOURCES = ("auto", "folder", "tfds")
+TFDS_NAME = "imagenet2012"
+TFDS_ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 EVAL_CROP_FRACTION = 0.875
 # Encoded training images are held in memory when they total at most this size.
 DEFAULT_CACHE_BYTES = 512 * 2**20
@@ -86,9 +95,6 @@ class DecodeCounter:
                 return tf.identity(image), label
 
         return counted
-
-
-# ------------------------------------------------------------------ preprocessing
 
 
 def decode_rgb(encoded: tf.Tensor) -> tf.Tensor:
@@ -197,9 +203,6 @@ def center_crop(
     return tf.cast(crop, tf.float32)
 
 
-# ------------------------------------------------------------------ sources
-
-
 @dataclasses.dataclass(frozen=True)
 class FolderSplit:
     """The image files of one split of an ImageNet-style folder.
@@ -223,16 +226,76 @@ class FolderSplit:
         """Summed size of the files on disk."""
         return sum(os.path.getsize(path) for path in self.files)
 
+    def fingerprint(self) -> str:
+        """A short SHA-256 of the file names (relative to `root`) and labels.
+
+        Two listings with the same files in the same classes have the same
+        fingerprint wherever the folder lives, so a run folder can tell "the
+        same data moved" from "other data".
+        """
+        digest = hashlib.sha256()
+        for path, label in zip(self.files, self.labels.tolist(), strict=True):
+            digest.update(f"{os.path.relpath(path, self.root)}\t{label}\n".encode())
+        return digest.hexdigest()[:16]
+
+    def take(self, classes: int = 0, per_class: int = 0) -> FolderSplit:
+        """The files of the first `classes` classes, at most `per_class` each.
+
+        Args:
+            classes: Keep labels below this (0: every class).
+            per_class: Keep the first this many files of each class (0: all).
+
+        Returns:
+            A `FolderSplit` (same root) with the kept files in their order.
+        """
+        keep, seen = [], {}
+        for i, label in enumerate(self.labels.tolist()):
+            if classes and label >= classes:
+                continue
+            if per_class and seen.get(label, 0) >= per_class:
+                continue
+            seen[label] = seen.get(label, 0) + 1
+            keep.append(i)
+        return FolderSplit(
+            self.root, tuple(self.files[i] for i in keep), self.labels[keep]
+        )
+
+
+def _class_folders(root: Path) -> list[str]:
+    """Sorted names of the sub-folders of `root`, hidden ones left out."""
+    with os.scandir(root) as entries:
+        return sorted(
+            entry.name
+            for entry in entries
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
+
+
+def _image_files(folder: Path) -> list[str]:
+    with os.scandir(folder) as entries:
+        return sorted(
+            entry.path
+            for entry in entries
+            if entry.is_file()
+            and not entry.name.startswith(".")
+            and entry.name.lower().endswith(IMAGE_SUFFIXES)
+        )
+
 
 def list_image_folder(
     root: str | os.PathLike, class_names: Sequence[str] | None = None
 ) -> tuple[FolderSplit, list[str]]:
-    """Lists `root/<class>/*.{JPEG,jpg,png}`.
+    """Lists the images of a folder with one sub-folder per class.
+
+    `root/<class>/*.{JPEG,jpg,png,gif,bmp}` (any case); other files and hidden
+    folders are ignored. Files are only listed here: an undecodable one is
+    skipped (and counted) when a pipeline or `read_image_folder` reads it.
 
     Args:
         root: A split folder whose sub-folders are the classes.
         class_names: The label set to use (e.g. the training split's); default:
-            the sorted sub-folder names of `root`.
+            the sorted sub-folder names of `root`, which must then be at least
+            two, each holding at least one image.
 
     Returns:
         `(split, class_names)`.
@@ -240,6 +303,9 @@ def list_image_folder(
     Raises:
         FileNotFoundError: when `root` is missing, has no class folders, holds
             no images, or has a class folder that is not in `class_names`.
+        ValueError: when `root` defines the classes (`class_names=None`) and has
+            a single class folder, or a class folder without images: a
+            classifier cannot be trained or scored on that.
 
     Example:
 
@@ -250,13 +316,20 @@ def list_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"The image folder {str(root)!r} does not exist. An ImageNet-style data "
-            "folder holds train/<class>/*.JPEG and val/<class>/*.JPEG."
+            f"The image folder {str(root)!r} does not exist. An image folder holds one "
+            "sub-folder of images per class: <folder>/<class>/*.JPEG."
         )
-    found = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    found = _class_folders(root)
     if not found:
         raise FileNotFoundError(
-            f"{str(root)!r} has no class sub-folders; expected {root}/<wnid>/*.JPEG."
+            f"{str(root)!r} has no class sub-folders; expected one sub-folder of "
+            f"images per class, {root}/<class>/*.JPEG."
+        )
+    if class_names is None and len(found) == 1:
+        raise ValueError(
+            f"{str(root)!r} has a single class folder, {found[0]!r}: a classifier "
+            "needs at least two classes (its accuracy would be 0 or 1 whatever it "
+            "learns). Add one sub-folder of images per class."
         )
     names = list(class_names) if class_names is not None else found
     index = {name: i for i, name in enumerate(names)}
@@ -266,21 +339,173 @@ def list_image_folder(
             f"{str(root)!r} has class folders that the training split lacks: "
             f"{unknown[:5]}. Both splits must use the same class folders."
         )
-    files, labels = [], []
+    files, labels, empty = [], [], []
     for name in found:
-        with os.scandir(root / name) as entries:
-            images = sorted(
-                entry.path
-                for entry in entries
-                if entry.is_file() and entry.name.lower().endswith(IMAGE_SUFFIXES)
-            )
+        images = _image_files(root / name)
+        if not images:
+            empty.append(name)
         files.extend(images)
         labels.extend([index[name]] * len(images))
     if not files:
         raise FileNotFoundError(
             f"No images ({', '.join(IMAGE_SUFFIXES)}) under {str(root)!r}/<class>/."
         )
+    if empty and class_names is None:
+        raise ValueError(
+            f"The class folder(s) {empty[:5]} of {str(root)!r} hold no images "
+            f"({', '.join(IMAGE_SUFFIXES)}): those classes could never be learned. "
+            "Add their images or remove the folders."
+        )
     return FolderSplit(root, tuple(files), np.asarray(labels, np.int64)), names
+
+
+class SkippedImagesWarning(UserWarning):
+    """Some files of an image folder are not decodable images and were skipped."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageArrays:
+    """The decodable images of a folder split, resized, as arrays.
+
+    Attributes:
+        images: uint8 array `(n, height, width, 3)`.
+        labels: int64 array `(n,)`, indices into `class_names`.
+        class_names: Class names in label order.
+        skipped: Paths of the files that could not be decoded (left out of
+            `images`).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    skipped: tuple[str, ...]
+
+
+def decode_images(
+    split: FolderSplit,
+    image_size: int | Sequence[int],
+    *,
+    class_names: Sequence[str] = (),
+    batch_size: int = 256,
+) -> ImageArrays:
+    """Decodes every file of `split` and resizes it (antialiased) to `image_size`.
+
+    Files that cannot be decoded (a text file named `.JPEG`, a truncated
+    download) are left out, listed in `ImageArrays.skipped` and reported with
+    one `SkippedImagesWarning`; they never stop the read.
+
+    Args:
+        split: From `list_image_folder` (or `load_imagenet(...).train`).
+        image_size: `size` for `(size, size)`, or `(height, width)`. The aspect
+            ratio is not kept.
+        class_names: Stored in the result (label order).
+        batch_size: Images decoded per batch.
+
+    Returns:
+        An `ImageArrays`.
+
+    Raises:
+        ValueError: for a bad `image_size`, or when no file can be decoded.
+
+    Example:
+
+    >>> split, names = list_image_folder("imagenette/train")  # doctest: +SKIP
+    >>> decode_images(split, 128, class_names=names).images.shape  # doctest: +SKIP
+    (9469, 128, 128, 3)
+    """
+    size = (
+        [image_size] * 2
+        if isinstance(image_size, int | np.integer)
+        else list(image_size)
+    )
+    if len(size) != 2 or not all(
+        isinstance(s, int | np.integer) and s > 0 for s in size
+    ):
+        raise ValueError(
+            f"`image_size` must be a positive int or (height, width), got {image_size!r}."
+        )
+
+    def load(index, path, label):
+        image = decode_rgb(tf.io.read_file(path))
+        image = tf.image.resize(image, size, method="bilinear", antialias=True)
+        return (
+            index,
+            tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8),
+            label,
+        )
+
+    stream = (
+        tf.data.Dataset.from_tensor_slices(
+            (
+                tf.range(split.num_examples, dtype=tf.int64),
+                list(split.files),
+                split.labels,
+            )
+        )
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()
+        .batch(batch_size)
+    )
+    indices, images, labels = [], [], []
+    for i, x, y in stream:
+        indices.append(i.numpy())
+        images.append(x.numpy())
+        labels.append(y.numpy())
+    decoded = set(np.concatenate(indices).tolist()) if indices else set()
+    skipped = tuple(p for i, p in enumerate(split.files) if i not in decoded)
+    if not decoded:
+        raise ValueError(
+            f"None of the {split.num_examples} image files under {str(split.root)!r} "
+            "could be decoded (JPEG, PNG, GIF or BMP expected)."
+        )
+    if skipped:
+        shown = ", ".join(os.path.relpath(p, split.root) for p in skipped[:3])
+        warnings.warn(
+            f"{len(skipped)} of {split.num_examples} files under {str(split.root)!r} "
+            f"could not be decoded as images and were skipped ({shown}"
+            f"{', ...' if len(skipped) > 3 else ''}).",
+            SkippedImagesWarning,
+            stacklevel=2,
+        )
+    return ImageArrays(
+        np.concatenate(images),
+        np.concatenate(labels).astype(np.int64),
+        list(class_names),
+        skipped,
+    )
+
+
+def read_image_folder(
+    root: str | os.PathLike,
+    image_size: int | Sequence[int],
+    *,
+    class_names: Sequence[str] | None = None,
+) -> ImageArrays:
+    """Reads a folder of class sub-folders into arrays (the package's one reader).
+
+    `list_image_folder` then `decode_images`: undecodable files are skipped,
+    listed and warned about; a single class folder is an error.
+
+    Args:
+        root: A split folder, `root/<class>/*.JPEG`.
+        image_size: `size` or `(height, width)` every image is resized to.
+        class_names: The label set (e.g. the training split's, when reading the
+            test split); default: the sorted sub-folder names.
+
+    Returns:
+        An `ImageArrays` (uint8 images, int64 labels, class names, skipped files).
+
+    Raises:
+        FileNotFoundError, ValueError: see `list_image_folder` and `decode_images`.
+
+    Example:
+
+    >>> train = read_image_folder("flowers/train", 128)  # doctest: +SKIP
+    >>> test = read_image_folder("flowers/test", 128,
+    ...                          class_names=train.class_names)  # doctest: +SKIP
+    """
+    split, names = list_image_folder(root, class_names)
+    return decode_images(split, image_size, class_names=names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,28 +569,121 @@ class ImageNetData:
         """Number of classes."""
         return len(self.class_names)
 
+    def subset(
+        self, classes: int = 0, train_per_class: int = 0, val_per_class: int = 0
+    ) -> ImageNetData:
+        """The first `classes` classes and the first files of each (folder source).
+
+        Args:
+            classes: Keep this many classes, in label order (0: all).
+            train_per_class: Training files kept per class (0: all).
+            val_per_class: Validation files kept per class (0: all).
+
+        Returns:
+            An `ImageNetData` over the kept files.
+
+        Raises:
+            ValueError: for the tfds source, or fewer than two classes.
+
+        Example:
+
+        >>> small = load_imagenet("imagenette").subset(2, 12, 6)  # doctest: +SKIP
+        """
+        if self.source != "folder":
+            raise ValueError(
+                "Only an image folder can be cut to fewer classes or images; the tfds "
+                "source is read as a whole. Use an ImageNet-style folder (--data-dir)."
+            )
+        if classes == 1 or (classes == 0 and self.num_classes < 2):
+            raise ValueError(
+                f"A subset needs at least two classes, got classes={classes}."
+            )
+        names = self.class_names[:classes] if classes else self.class_names
+        return ImageNetData(
+            self.source,
+            list(names),
+            self.train.take(len(names), train_per_class),
+            self.val.take(len(names), val_per_class),
+        )
+
+
+def _image_folder_in(root: Path | None) -> Path | None:
+    """`root`, or its `imagenet/` or `imagenette/` sub-folder, that has `train/`."""
+    if root is None:
+        return None
+    for folder in (root, root / "imagenet", root / "imagenette"):
+        if (folder / "train").is_dir():
+            return folder
+    return None
+
+
+def _tfds_builder(root: Path | None):
+    import tensorflow_datasets as tfds
+
+    return tfds.builder(TFDS_NAME, data_dir=None if root is None else str(root))
+
+
+def _tfds_manual_dir(root: Path | None, builder) -> Path:
+    """Where tfds looks for the official archives: `<data root>/downloads/manual`."""
+    return (
+        (root if root is not None else Path(builder.data_dir_root))
+        / "downloads"
+        / "manual"
+    )
+
+
+def _tfds_available(root: Path | None, builder) -> bool:
+    """Whether tfds' imagenet2012 is prepared, or can be (archives in place)."""
+    manual = _tfds_manual_dir(root, builder)
+    return builder.is_prepared() or all((manual / a).is_file() for a in TFDS_ARCHIVES)
+
+
+def _no_data_message(root: Path | None, given_by: str, builder) -> str:
+    archives = " and ".join(TFDS_ARCHIVES)
+    if root is None:
+        return (
+            "No ImageNet data: no data folder is configured (pass --data-dir or set "
+            "KERAS_KD_DATA_DIR to a folder holding train/<class>/*.JPEG and "
+            "val/<class>/*.JPEG), and tensorflow-datasets' imagenet2012 is neither "
+            f"prepared in its default folder nor can be ({archives} are not in "
+            f"{_tfds_manual_dir(root, builder)})."
+        )
+    return (
+        f"No ImageNet data in {str(root)!r} (from {given_by}): looked for train/ and "
+        f"val/ in it and in its imagenet/ and imagenette/ sub-folders, and for "
+        f"tensorflow-datasets' imagenet2012 (prepared there, or {archives} in "
+        f"{_tfds_manual_dir(root, builder)}). Expected an image folder with "
+        "train/<class>/*.JPEG and val/<class>/*.JPEG."
+    )
+
 
 def load_imagenet(
     data_dir: str | os.PathLike | None = None, source: str = "auto"
 ) -> ImageNetData:
     """Finds an ImageNet-style folder or the tfds `imagenet2012` data set.
 
+    Nothing is written into the data folder: the tfds source is prepared only
+    when the official archives are in `<data_dir>/downloads/manual/` (it then
+    writes `<data_dir>/imagenet2012/`, as tensorflow-datasets does); an empty or
+    unrelated folder is refused with a message saying where this looked.
+
     Args:
         data_dir: The data folder (`--data-dir`); `None` reads
             `KERAS_KD_DATA_DIR`. For a folder source it is the folder holding
             `train/` and `val/` (or a root holding `imagenet/` or
-            `imagenette/`); for tfds it is tfds' data folder (with the official
-            archives in `downloads/manual/` the first time).
-        source: `"folder"`, `"tfds"` or `"auto"` (a folder when
-            `<data_dir>/train` exists, else tfds).
+            `imagenette/`); for tfds it is tfds' data folder (`None`: tfds'
+            default).
+        source: `"folder"`, `"tfds"` or `"auto"` (a folder when one is found,
+            else tfds when it is prepared or its archives are in place).
 
     Returns:
         An `ImageNetData`.
 
     Raises:
-        ValueError: for an unknown `source`.
-        FileNotFoundError: when the folder lacks `train/` or `val/`, or when no
-            data folder is configured for the folder source.
+        ValueError: for an unknown `source`, or a training split with a single
+            class (see `list_image_folder`).
+        FileNotFoundError: when no image folder (or tfds data) is found, or the
+            folder lacks `val/`.
 
     Example:
 
@@ -375,38 +693,42 @@ def load_imagenet(
     """
     if source not in SOURCES:
         raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}.")
+    given_by = "--data-dir" if data_dir is not None else DATA_DIR_VARIABLE
     root = resolve_data_dir(data_dir)
-    if root is not None and not (root / "train").is_dir():
-        for name in ("imagenet", "imagenette"):
-            if (root / name / "train").is_dir():
-                root = root / name
-                break
-    if source == "auto":
-        source = "folder" if root is not None and (root / "train").is_dir() else "tfds"
-    if source == "tfds":
-        return _load_tfds(root)
-    if root is None:
-        raise FileNotFoundError(
-            "No data folder: pass --data-dir (or set KERAS_KD_DATA_DIR) to a folder "
-            "holding train/<wnid>/*.JPEG and val/<wnid>/*.JPEG."
-        )
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise FileNotFoundError(
-                f"{str(root)!r} has no {split}/ folder. An ImageNet-style folder "
-                "holds train/<wnid>/*.JPEG and val/<wnid>/*.JPEG; for the "
-                "tensorflow-datasets build use source='tfds'."
+    folder = _image_folder_in(root)
+    if source == "tfds" or (source == "auto" and folder is None):
+        builder = _tfds_builder(root)
+        if not _tfds_available(root, builder):
+            raise FileNotFoundError(_no_data_message(root, given_by, builder))
+        return _load_tfds(builder, root)
+    if folder is None:
+        where = (
+            "no data folder is configured"
+            if root is None
+            else (
+                f"{str(root)!r} (from {given_by}) has no train/ folder, nor has its "
+                "imagenet/ or imagenette/ sub-folder"
             )
-    train, names = list_image_folder(root / "train")
-    val, _ = list_image_folder(root / "val", class_names=names)
+        )
+        raise FileNotFoundError(
+            f"No ImageNet-style folder: {where}. Pass --data-dir (or set "
+            f"{DATA_DIR_VARIABLE}) to a folder holding train/<class>/*.JPEG and "
+            "val/<class>/*.JPEG."
+        )
+    if not (folder / "val").is_dir():
+        raise FileNotFoundError(
+            f"{str(folder)!r} has train/ but no val/ folder. An ImageNet-style folder "
+            "holds train/<class>/*.JPEG and val/<class>/*.JPEG, with the same class "
+            "folders in both."
+        )
+    train, names = list_image_folder(folder / "train")
+    val, _ = list_image_folder(folder / "val", class_names=names)
     return ImageNetData("folder", names, train, val)
 
 
-def _load_tfds(root: Path | None) -> ImageNetData:
-    import tensorflow_datasets as tfds
-
-    builder = tfds.builder("imagenet2012", data_dir=None if root is None else str(root))
-    builder.download_and_prepare()
+def _load_tfds(builder, root: Path | None) -> ImageNetData:
+    if not builder.is_prepared():
+        builder.download_and_prepare()
     info = builder.info
     names = list(info.features["label"].names)
     folder = None if root is None else str(root)
@@ -423,9 +745,6 @@ def _split_size(info, name: str) -> int | None:
         return info.splits[name].num_examples
     except KeyError:
         return None
-
-
-# ------------------------------------------------------------------ pipelines
 
 
 def _folder_bytes_lookup(split: FolderSplit, cache_bytes: int):
@@ -600,3 +919,122 @@ def eval_dataset(
         tf.data.experimental.AutoShardPolicy.DATA
     )
     return images.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def crop_augment(image_size: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
+    """The training crop as a stateless `fn(image, seed)` for `keras_kd.cache`.
+
+    The cache builds and replays its views with it, so a student trained from
+    a K-view cache sees exactly the crops the teacher saw. The function's name
+    (which the cache stores) includes `image_size`.
+
+    Args:
+        image_size: Output height and width.
+
+    Returns:
+        `fn(image, seed) -> float32 (image_size, image_size, 3)`: a
+        `random_resized_crop` with its default ranges.
+
+    Example:
+
+    >>> augment = crop_augment(16)
+    >>> augment(tf.zeros([20, 30, 3], tf.uint8), tf.constant([0, 1], tf.int64)).shape
+    TensorShape([16, 16, 3])
+    """
+
+    def imagenette_random_resized_crop(image, seed):
+        return random_resized_crop(image, image_size, seed)
+
+    imagenette_random_resized_crop.__name__ = (
+        f"imagenette_random_resized_crop_{image_size}"
+    )
+    return imagenette_random_resized_crop
+
+
+def imagenet_class_indices(class_names: Sequence[str]) -> list[int]:
+    """The ImageNet-1k logit index of each wnid in `class_names`.
+
+    A 1000-class ImageNet model restricted to these indices is a teacher for a
+    folder of ImageNet classes (Imagenette's ten, say).
+
+    Args:
+        class_names: wnids such as `"n01440764"`.
+
+    Returns:
+        One index per name, in the 1000-class order of `imagenet2012`.
+
+    Raises:
+        ValueError: naming the first names that are not ImageNet-1k wnids.
+
+    Example:
+
+    >>> imagenet_class_indices(["n01440764", "n02102040"])
+    [0, 217]
+    """
+    import tensorflow_datasets as tfds
+
+    labels = Path(tfds.__file__).parent / "datasets" / TFDS_NAME / "labels.txt"
+    index = {wnid: i for i, wnid in enumerate(labels.read_text().split())}
+    missing = [name for name in class_names if name not in index]
+    if missing:
+        raise ValueError(
+            f"{missing[:3]} are not ImageNet-1k class ids (wnids such as 'n01440764'), "
+            "so an ImageNet-trained teacher has no logits for them. Train the "
+            "teacher on your folder instead."
+        )
+    return [index[name] for name in class_names]
+
+
+SYNTHETIC_CLASSES = ("n01440764", "n02102040", "n02979186")
+# Odd sizes on purpose: portrait, landscape, smaller than the crop, square.
+_SYNTHETIC_SIZES = ((23, 41), (40, 17), (9, 12), (31, 31), (50, 29))
+
+
+def write_synthetic_image_folder(
+    root: str | os.PathLike,
+    *,
+    train_per_class: int = 4,
+    val_per_class: int = 2,
+    classes: Sequence[str] = SYNTHETIC_CLASSES,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Writes a tiny ImageNet-style folder of random images, to try the pipeline.
+
+    `root/{train,val}/<wnid>/*.JPEG` (the second image of each class is a
+    `.png`), small images of odd shapes whose mean colour depends on the class,
+    so that a model can learn something. For tests and `--quick` runs.
+
+    Args:
+        root: The folder to write into (created if needed).
+        train_per_class: Training images per class.
+        val_per_class: Validation images per class.
+        classes: Class folder names (by default three Imagenette wnids).
+        seed: Seed of the pixels.
+
+    Returns:
+        `{"train": n, "val": m}`: the images written per split.
+
+    Example:
+
+    >>> import tempfile
+    >>> write_synthetic_image_folder(tempfile.mkdtemp())
+    {'train': 12, 'val': 6}
+    """
+    rng = np.random.default_rng(seed)
+    counts = {}
+    for split, per_class in (("train", train_per_class), ("val", val_per_class)):
+        for c, wnid in enumerate(classes):
+            folder = Path(root) / split / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                h, w = _SYNTHETIC_SIZES[(c + i) % len(_SYNTHETIC_SIZES)]
+                pixels = rng.normal(60 + 70 * c, 30, size=(h, w, 3))
+                image = tf.constant(np.clip(pixels, 0, 255).astype(np.uint8))
+                if i == 1:
+                    encoded, name = tf.io.encode_png(image), f"{wnid}_{i}.png"
+                else:
+                    encoded = tf.io.encode_jpeg(image, quality=90)
+                    name = f"{wnid}_{i}.JPEG"
+                (folder / name).write_bytes(encoded.numpy())
+        counts[split] = per_class * len(classes)
+    return counts
