@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 
 import keras
-import numpy as np
 
 from keras_kd.distiller import Distiller
+from keras_kd.evaluation import accuracy, predict_logits
+from keras_kd.models import mlp
 from keras_kd.reports import markdown_table
 
 DEFAULTS = {"epochs": 60, "temperature": 4.0, "soft_weight": 0.9}
@@ -43,19 +44,6 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.3):
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
     return (x_train, y_train), (x_test, y_test)
-
-
-def build_mlp(
-    hidden: tuple[int, ...], dropout: float, name: str, inputs: int = 64
-) -> keras.Model:
-    """A ReLU multilayer perceptron on `inputs` features that outputs 10 logits."""
-    layers = [keras.Input((inputs,))]
-    for units in hidden:
-        layers.append(keras.layers.Dense(units, activation="relu"))
-        if dropout:
-            layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(10))
-    return keras.Sequential(layers, name=name)
 
 
 def _timed_fit(model, x, y, epochs, verbose):
@@ -91,7 +79,7 @@ def run_demo(
     rows = []
 
     keras.utils.set_random_seed(seed)
-    teacher = build_mlp((256, 256), dropout=0.3, name="teacher")
+    teacher = mlp(64, (256, 256), 10, dropout=0.3, name="teacher")
     teacher.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -102,7 +90,7 @@ def run_demo(
     rows.append(_row("teacher", teacher, x_test, y_test, seconds))
 
     keras.utils.set_random_seed(seed + 1)
-    scratch = build_mlp((16,), dropout=0.0, name="student_scratch")
+    scratch = mlp(64, (16,), 10, name="student_scratch")
     initial_weights = scratch.get_weights()
     scratch.compile(
         optimizer=keras.optimizers.Adam(3e-3),
@@ -113,9 +101,11 @@ def run_demo(
     seconds = _timed_fit(scratch, x_train, y_train, epochs, verbose)
     rows.append(_row("student, hard labels", scratch, x_test, y_test, seconds))
 
-    student = build_mlp((16,), dropout=0.0, name="student_distilled")
+    student = mlp(64, (16,), 10, name="student_distilled")
     student.set_weights(initial_weights)
-    distiller = Distiller(student=student, teacher=teacher, temperature=temperature, soft_weight=soft_weight)
+    distiller = Distiller(
+        student=student, teacher=teacher, temperature=temperature, soft_weight=soft_weight
+    )
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
     print(
         f"\n== same student distilled (T={temperature}, soft_weight={soft_weight}), "
@@ -130,11 +120,9 @@ def run_demo(
 
 
 def _row(name, model, x_test, y_test, seconds):
-    logits = keras.ops.convert_to_numpy(model(x_test, training=False))
-    accuracy = float(np.mean(np.argmax(logits, axis=-1) == y_test))
     return {
         "model": name,
         "parameters": model.count_params(),
-        "test accuracy": accuracy,
+        "test accuracy": accuracy(predict_logits(model, x_test), y_test),
         "train seconds": seconds,
     }

@@ -41,6 +41,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,10 +174,13 @@ class ModelRun:
     def finish(self, model, record: Mapping | None = None) -> None:
         """Saves `model` (optional: `None` for a run that keeps only figures),
         then its `record`, each whole or not at all; the record marks the run
-        finished."""
+        finished. The training backup, no longer needed, is then removed."""
         if model is not None:
             files.atomic_save_model(model, self.model_path)
         files.atomic_write_json(self.folder / RECORD_FILE, dict(record or {}))
+        if self.backup_dir.is_dir():
+            # Inside a claimed run folder, under the name this class gave it.
+            shutil.rmtree(self.backup_dir)
 
     def update_record(self, **values) -> dict:
         """Adds `values` to a finished run's record (e.g. a later evaluation)."""
@@ -245,6 +249,10 @@ class RunFolder:
                 )
         files.atomic_write_text(lock, f"{os.getpid()}\n")
         self._locked = True
+
+    def has_model(self, name: str) -> bool:
+        """Whether the folder holds a model `name` (finished or started)."""
+        return (self.root / "models" / name / SETTINGS_FILE).exists()
 
     def model(self, name: str, settings: Mapping) -> ModelRun:
         """The run of model `name` trained with `settings`.

@@ -1,11 +1,20 @@
-"""Test set-up: TensorFlow backend, quiet logs, two logical CPUs for MirroredStrategy."""
+"""Test set-up: TensorFlow backend, quiet logs, two logical CPUs for MirroredStrategy.
+
+The suite runs under pytest-xdist (`make test`): every worker is its own process
+with its own `tmp_path_factory` folder, so fixtures write only below `tmp_path`
+and subprocesses get their own folders and ports.
+"""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -24,3 +33,69 @@ def data_dir():
     if not root or not Path(root).is_dir():
         pytest.skip("KERAS_KD_DATA_DIR is not set to the shared data folder")
     return Path(root)
+
+
+def blobs(count: int, rng: np.random.Generator, features: int = 8):
+    """Three well-separated Gaussian classes: `(x float32, y int32)`."""
+    y = rng.integers(0, 3, count).astype("int32")
+    centres = np.eye(3, features, dtype="float32") * 3.0
+    return centres[y] + rng.normal(size=(count, features)).astype("float32"), y
+
+
+def small_mlp(width: int, seed: int, features: int = 8) -> keras.Model:
+    """`features` -> `width` ReLU -> 3 logits, initialised from `seed`."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(width, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+@pytest.fixture(scope="session")
+def cli_files(tmp_path_factory):
+    """An .npz data set, two trained teachers and an untrained student on disk."""
+    folder = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    x_train, y_train = blobs(240, rng)
+    x_test, y_test = blobs(90, rng)
+    np.savez(
+        folder / "data.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+    )
+    for index in (1, 2):
+        teacher = small_mlp(32, index)
+        teacher.compile(
+            keras.optimizers.Adam(0.02),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        teacher.fit(x_train, y_train, epochs=10, batch_size=32, verbose=0)
+        teacher.save(folder / f"teacher{index}.keras")
+    small_mlp(16, 3).save(folder / "student.keras")
+    return folder
+
+
+def command_env(**changes) -> dict:
+    """The environment for a `keras-kd` subprocess: this one without the test
+    set-up's `TF_CPP_MIN_LOG_LEVEL` (so the command's own default shows), with
+    `changes` applied (a value of `None` removes the variable)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH")}
+    for name, value in changes.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def run_command(args, *, env=None, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    """Runs `keras-kd ARGS` (as `python -m keras_kd.cli`) in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "keras_kd.cli", *[str(a) for a in args]],
+        env=command_env() if env is None else env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

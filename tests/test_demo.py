@@ -15,3 +15,12 @@ def test_demo_trains_three_models_and_reports_them(capsys):
     assert rows[1]["parameters"] == rows[2]["parameters"] < rows[0]["parameters"]
     printed = capsys.readouterr().out
     assert "| student, distilled |" in printed
+
+
+def test_demo_command_passes_its_options(monkeypatch):
+    from keras_kd import cli
+
+    seen = {}
+    monkeypatch.setattr(demo, "run_demo", lambda **options: seen.update(options))
+    assert cli.main(["demo", "--epochs", "2", "--soft-weight", "0.5", "--seed", "3"]) == 0
+    assert seen == {"seed": 3, "epochs": 2, "soft_weight": 0.5}

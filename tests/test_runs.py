@@ -56,6 +56,20 @@ def test_tuples_and_lists_are_the_same_setting(tmp_path):
         folder.model("m", {"hidden": [64, 64]})
 
 
+def test_finish_removes_the_training_backup_only(tmp_path):
+    with runs.RunFolder(tmp_path) as folder:
+        assert not folder.has_model("m")
+        run = folder.model("m", {})
+        assert folder.has_model("m")
+        run.backup_dir.mkdir()
+        (run.backup_dir / "epoch-000003.npz").write_bytes(b"state")
+        run.finish(_model(), {"errors": 1})
+    assert not run.backup_dir.exists()
+    assert sorted(p.name for p in run.folder.iterdir()) == [
+        runs.MODEL_FILE, runs.RECORD_FILE, runs.SETTINGS_FILE,
+    ]
+
+
 def test_get_or_train_trains_once(tmp_path):
     calls = []
 
