@@ -41,8 +41,8 @@ import tensorflow as tf  # noqa: E402
 
 from keras_kd import export, reports, tuning  # noqa: E402
 from keras_kd.datasets.mnist import load_mnist  # noqa: E402
-from keras_kd.demo import build_mlp  # noqa: E402
 from keras_kd.distiller import Distiller  # noqa: E402
+from keras_kd.models import mlp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
@@ -94,7 +94,7 @@ def main(argv=None):
         teacher = keras.models.load_model(teacher_path)
     else:
         start = time.perf_counter()
-        teacher = build_mlp((1200, 1200), 0.3, "teacher_1200", inputs=784)
+        teacher = mlp(784, (1200, 1200), 10, dropout=0.3, name="teacher_1200")
         teacher.compile(keras.optimizers.Adam(1e-3), sce, metrics=["accuracy"])
         teacher.fit(x_fit, y_fit, epochs=args.teacher_epochs, batch_size=128, verbose=2)
         teacher.save(teacher_path)
@@ -106,7 +106,7 @@ def main(argv=None):
         student = keras.models.load_model(student_path)
     else:
         start = time.perf_counter()
-        student = build_mlp((800, 800), 0.0, "student_800", inputs=784)
+        student = mlp(784, (800, 800), 10, name="student_800")
         distiller = Distiller(student=student, teacher=teacher, temperature=4.0, soft_weight=0.9)
         distiller.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
         distiller.fit(x_fit, y_fit, epochs=args.student_epochs, batch_size=128, verbose=2)
@@ -124,8 +124,8 @@ def main(argv=None):
     inputs = keras.Input((784,))
     counted_teacher = keras.Model(inputs, teacher(counter(inputs)))
     hypermodel = tuning.DistillationHyperModel(
-        lambda width: build_mlp((800, 800), 0.0, "student_800", inputs=784),
-        temperatures=TEMPERATURES, alphas=(0.9,),
+        lambda width: mlp(784, (800, 800), 10, name="student_800"),
+        temperatures=TEMPERATURES, soft_weights=(0.9,),
     )
     tuner = keras_tuner.GridSearch(
         hypermodel, objective=keras_tuner.Objective(tuning.OBJECTIVE, "max"),
@@ -165,7 +165,7 @@ def main(argv=None):
         "",
         f"Teacher 784-1200-1200-10 (dropout 0.3, {args.teacher_epochs} epochs Adam): test "
         f"accuracy {teacher_accuracy:.4f}. Student 784-800-800-10 distilled from it "
-        f"(T = 4, alpha = 0.9, {args.student_epochs} epochs): Keras test accuracy "
+        f"(T = 4, soft weight 0.9, {args.student_epochs} epochs): Keras test accuracy "
         f"{f32['keras_accuracy']:.4f}. Trained on {len(x_fit)} training images; the last "
         f"{held} are the search's validation set. Parity on the {len(x_test)} test images; "
         "latency = mean of single-example calls (TFLite: tf.lite.Interpreter, 1 thread).",
@@ -173,7 +173,7 @@ def main(argv=None):
         "## Export parity",
         "",
         reports.markdown_table(list(parity.values()), columns, digits=6),
-        "## Temperature search (GridSearch, alpha = 0.9, "
+        "## Temperature search (GridSearch, soft weight 0.9, "
         f"{args.trial_epochs} epochs per trial, objective val_accuracy at T = 1)",
         "",
         search.table,

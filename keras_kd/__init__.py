@@ -4,6 +4,7 @@ Public API (each name lives in the module of its concept):
 
 - `Distiller` (`keras_kd.distiller`): a `keras.Model` that trains a student on a
   teacher's soft targets and on hard labels.
+- `keras_kd.batch`: the one format of a batch that carries teacher outputs.
 - `keras_kd.losses`: `tempered_kl`, `TemperedKLDivergence`, `logit_matching`.
 - `keras_kd.teachers`: `TeacherEnsemble`, `train_ensemble`, `evaluate_ensemble`.
 - `keras_kd.cache`: `build_teacher_cache`, `TeacherCache` (run the teacher once).
@@ -49,7 +50,7 @@ __version__ = "0.2.0"
 _NAMES = {
     "keras_kd.bias": ("BiasShiftChoice", "choose_bias_shift", "shift_class_bias"),
     "keras_kd.cache": ("TeacherCache", "build_teacher_cache"),
-    "keras_kd.distiller": ("Distiller",),
+    "keras_kd.distiller": ("Distiller", "NonFiniteLossError"),
     "keras_kd.distribute": ("make_strategy",),
     "keras_kd.export": ("export_student",),
     "keras_kd.frontend": ("ContextWindow", "LogMelSpectrogram"),
@@ -64,6 +65,7 @@ _NAMES = {
     "keras_kd.tuning": ("DistillationHyperModel", "search_temperature"),
 }
 _MODULES = (
+    "batch",
     "bias",
     "cache",
     "datasets",

@@ -293,7 +293,10 @@ class Distiller(keras.Model):
     shows as a non-finite loss, which `fit` reports as a `NonFiniteLossError`
     at the end of that epoch, before later callbacks run. A data object is
     checked eagerly once per Distiller (the same arrays passed to `fit` again
-    are not scanned again).
+    are not scanned again). Reading a dataset's first batch iterates it once
+    more: a dataset that reshuffles on every iteration therefore trains on the
+    order of its next reshuffle. Runs stay reproducible with the same seed, but
+    their order differs from keras-kd 0.1, which did not read ahead.
 
     Example:
 

@@ -15,7 +15,8 @@ import keras
 import numpy as np
 
 from keras_kd import losses as kd_losses
-from keras_kd.distiller import INPUTS, TEACHER_LOGITS, Distiller, ends_in_softmax
+from keras_kd.batch import make_batch
+from keras_kd.distiller import Distiller, ends_in_softmax
 from keras_kd.specialists.clustering import validate_subsets
 from keras_kd.specialists.folding import fold_labels, fold_logits
 
@@ -302,7 +303,7 @@ def train_specialist(
     )
     distiller.compile(optimizer=optimizer, metrics=["accuracy"])
     history = distiller.fit(
-        {INPUTS: x[indices], TEACHER_LOGITS: folded_soft[indices]},
+        make_batch(x[indices], folded_soft[indices]),
         fold_labels(y[indices], subset),
         batch_size=batch_size,
         epochs=epochs,
