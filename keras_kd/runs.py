@@ -238,16 +238,14 @@ class RunFolder:
     def _acquire(self) -> None:
         lock = self.root / LOCK_FILE
         if lock.exists():
-            try:
-                pid = int(lock.read_text().strip())
-            except ValueError:
-                pid = None
-            if pid and pid != os.getpid() and _alive(pid):
+            holder = _lock_holder(lock.read_text())
+            if holder is not None and holder != os.getpid():
                 raise RunFolderBusyError(
-                    f"Another keras-kd process (pid {pid}) is running in {self.root}. "
-                    "Wait for it to end, or use another output folder."
+                    f"Another keras-kd process (pid {holder}) is running in "
+                    f"{self.root}. Wait for it to end, or use another output folder. "
+                    f"(If no such process runs, delete {lock}.)"
                 )
-        files.atomic_write_text(lock, f"{os.getpid()}\n")
+        files.atomic_write_text(lock, f"{os.getpid()} {_start_time(os.getpid())}\n")
         self._locked = True
 
     def has_model(self, name: str) -> bool:
@@ -329,14 +327,36 @@ class RunFolder:
         return paths
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> str:
+    """When process `pid` started, in clock ticks since boot ("" if unknown).
+
+    With the pid it identifies a process: a pid reused after a kill -9 has
+    another start time, so a stale lock is not mistaken for a live run.
+    """
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return ""
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _lock_holder(text: str) -> int | None:
+    """The pid of the live process that wrote the lock `text`, or None if stale."""
+    parts = text.split()
+    try:
+        pid = int(parts[0])
+    except (IndexError, ValueError):
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:
-        return True
-    return True
+        pass
+    started = parts[1] if len(parts) > 1 else ""
+    if started and _start_time(pid) not in ("", started):
+        return None  # the pid now belongs to another process
+    return pid
 
 
 @dataclass(frozen=True)
@@ -347,6 +367,7 @@ class SeedSummary:
 
     @property
     def mean(self) -> float:
+        """The mean over the seeds (NaN for none)."""
         return sum(self.values) / len(self.values) if self.values else math.nan
 
     @property

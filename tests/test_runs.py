@@ -103,8 +103,17 @@ def test_a_second_live_process_is_refused_and_a_stale_lock_taken_over(tmp_path):
         sleeper.kill()
         sleeper.wait()
     with runs.RunFolder(tmp_path):  # the holder is dead: taken over
-        assert (tmp_path / runs.LOCK_FILE).read_text().strip() == str(os.getpid())
+        assert (tmp_path / runs.LOCK_FILE).read_text().split()[0] == str(os.getpid())
     assert not (tmp_path / runs.LOCK_FILE).exists()
+
+
+def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(tmp_path):
+    with runs.RunFolder(tmp_path):
+        pass
+    # This process is alive, but did not start at tick 1: the pid was reused.
+    (tmp_path / runs.LOCK_FILE).write_text(f"{os.getppid()} 1\n")
+    with runs.RunFolder(tmp_path):
+        pass
 
 
 def test_bad_run_names_are_refused(tmp_path):
