@@ -10,10 +10,13 @@ happens in memory first: a model with ops TFLite cannot run is refused with a
 The output folder is checked before any conversion runs, and claimed with
 `keras_kd.files.claim_folder` (kind `"export"`): a path under a regular file,
 an existing file, a folder that cannot be written, or a folder holding files
-keras-kd did not write is refused with a `ValueError` naming it. An export
-folder of keras-kd 0.1.0 (only export files, no marker) is adopted. Every file
-appears whole or not at all: files are written under a temporary name and
-renamed, and the SavedModel folder is written beside the old one and swapped in.
+keras-kd did not write is refused with a `ValueError` naming it. A folder
+without keras-kd's marker is adopted only when it provably is an export of
+keras-kd 0.1.0: export files only, and a `parity.json` of keras-kd's own layout
+listing every exported model in the folder. A `saved_model/` that a user wrote
+is never replaced. Every file appears whole or not at all: files are written
+under a temporary name and renamed, and the SavedModel folder is written beside
+the old one and swapped in.
 
 | format | what |
 | --- | --- |
@@ -26,6 +29,7 @@ renamed, and the SavedModel folder is written beside the old one and swapped in.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -42,11 +46,12 @@ import tensorflow as tf
 from keras_kd import reports
 from keras_kd.files import (
     OWNER_FILE,
+    FolderNotOwnedError,
     atomic_path,
     atomic_write_json,
     atomic_write_text,
+    check_claimable,
     claim_folder,
-    owns,
     remove_owned,
 )
 from keras_kd.teachers import check_input_shape
@@ -73,14 +78,6 @@ def _export_names() -> frozenset[str]:
 
 
 _EXPORT_NAMES = _export_names()
-
-
-def _is_export_file(name: str) -> bool:
-    """Whether `name` is a file an export writes (or a temporary of one)."""
-    if name in _EXPORT_NAMES:
-        return True
-    match = _TEMPORARY_NAME.fullmatch(name)
-    return match is not None and match.group("name") in _EXPORT_NAMES
 
 
 @contextlib.contextmanager
@@ -486,52 +483,48 @@ def _check_inputs(student: keras.Model, x: np.ndarray, name: str) -> None:
             )
 
 
-def _check_output_dir(output_dir: Path) -> None:
-    """Refuses, before any conversion, an output folder the export could not use."""
-    if output_dir.exists():
-        if not output_dir.is_dir():
-            raise ValueError(
-                f"`output_dir` {str(output_dir)!r} is an existing file, not a folder. "
-                "Give a new folder (it is created) or an earlier export's folder."
-            )
-        if (output_dir / OWNER_FILE).exists():
-            if not owns(output_dir, KIND):
-                raise ValueError(
-                    f"`output_dir` {str(output_dir)!r} is a keras-kd folder of another "
-                    "kind (not an export). Give a new folder."
-                )
-        else:
-            strangers = sorted(
-                entry.name for entry in output_dir.iterdir() if not _is_export_file(entry.name)
-            )
-            if strangers:
-                shown = ", ".join(strangers[:5]) + (" ..." if len(strangers) > 5 else "")
-                raise ValueError(
-                    f"`output_dir` {str(output_dir)!r} already holds files that are not "
-                    f"exports ({shown}). keras-kd never mixes its files with yours or "
-                    "overwrites them: give a new or empty folder."
-                )
-        existing = output_dir
-    else:
-        existing = output_dir.parent
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ValueError(
-                f"`output_dir` {str(output_dir)!r} cannot be created: {str(existing)!r} "
-                "is a file, not a folder. Give a folder under an existing directory."
-            )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"`output_dir` {str(output_dir)!r} cannot be written: the folder "
-            f"{str(existing)!r} is not writable (permissions or a read-only file "
-            "system). Give a folder you can write to."
-        )
+def _is_legacy_export(folder: Path) -> bool:
+    """Whether `folder`, which has no marker, provably is a keras-kd 0.1.0 export.
+
+    That version wrote no marker, so a folder whose entries merely carry export
+    names (a user's own `model.export("out/saved_model")`, say) proves nothing.
+    Proof is a `parity.json` in keras-kd's layout (`{"exports": [rows]}`, each
+    row naming a format and its file) that lists every exported model present.
+    """
+    if not folder.is_dir() or (folder / OWNER_FILE).exists():
+        return False
+    entries = {entry.name for entry in folder.iterdir()}
+    if not entries <= _EXPORT_NAMES:
+        return False
+    try:
+        payload = json.loads((folder / "parity.json").read_text())
+        rows = payload["exports"]
+        listed = {
+            _FILE_NAMES[row["format"]]
+            for row in rows
+            if Path(row["path"]).name == _FILE_NAMES[row["format"]]
+            and "top1_agreement" in row
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    if not rows or len(listed) != len(rows):
+        return False
+    return entries & set(_FILE_NAMES.values()) <= listed
+
+
+def _export_folder(output_dir: Path, *, create: bool) -> Path:
+    """Checks (or, with `create`, claims) the export folder, naming the argument."""
+    allowed = _EXPORT_NAMES.__contains__ if _is_legacy_export(output_dir) else None
+    claim = claim_folder if create else check_claimable
+    try:
+        return claim(output_dir, kind=KIND, allowed=allowed)
+    except FolderNotOwnedError as error:
+        raise FolderNotOwnedError(f"`output_dir`: {error}") from None
 
 
 def _claim_output_dir(output_dir: Path) -> Path:
     """Claims the export folder and removes temporaries an interrupted export left."""
-    folder = claim_folder(output_dir, kind=KIND, allowed=_is_export_file)
+    folder = _export_folder(output_dir, create=True)
     for entry in folder.iterdir():
         match = _TEMPORARY_NAME.fullmatch(entry.name)
         if match is None or match.group("name") not in _EXPORT_NAMES:
@@ -583,7 +576,9 @@ def export_student(
     Args:
         student: The trained student (one input, one output of logits).
         output_dir: A new or empty folder, or an earlier export's folder
-            (earlier exports in it are replaced).
+            (earlier exports in it are replaced; files of yours in it are
+            kept). A folder without keras-kd's marker is refused unless it
+            provably is a keras-kd 0.1.0 export.
         x_test: Held-out inputs (array) for the parity report, of the shape
             the student takes.
         y_test: Their labels (integer ids or one-hot rows), or `None` to skip
@@ -604,7 +599,9 @@ def export_student(
             that is empty, has NaN/Inf or another shape than the student takes;
             labels that are misaligned, out of range or not whole numbers; an
             `output_dir` that is a file, lies under a file, cannot be written,
-            or holds files that are not exports (all before any conversion);
+            belongs to another keras-kd writer or holds files keras-kd did not
+            write (`keras_kd.files.FolderNotOwnedError`; all before any
+            conversion);
             an unconvertible model (before any file is written).
         TypeError: for non-numeric inputs or labels.
 
@@ -632,7 +629,7 @@ def export_student(
         representative_data = _calibration_rows(representative_data, calibration_examples, 0)
         _check_inputs(student, representative_data, "representative_data")
     output_dir = Path(output_dir)
-    _check_output_dir(output_dir)
+    _export_folder(output_dir, create=False)
     flatbuffers = {
         name: convert_to_tflite(
             student,

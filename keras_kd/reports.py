@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from keras_kd.files import atomic_path, atomic_write_json
 
 
 def _format(value, digits):
@@ -53,11 +54,11 @@ def markdown_table(
 
 
 def write_json(path: str | os.PathLike, payload) -> Path:
-    """Writes `payload` as indented JSON (creating parent folders); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=float) + "\n")
-    return path
+    """Writes `payload` as indented JSON (creating parent folders); returns the path.
+
+    The file appears whole or not at all (`keras_kd.files.atomic_write_json`).
+    """
+    return atomic_write_json(path, payload)
 
 
 def plot_curves(
@@ -69,6 +70,8 @@ def plot_curves(
     ylabel: str = "",
 ) -> Path:
     """Plots named series (e.g. validation accuracy per epoch) into a PNG file.
+
+    The file appears whole or not at all.
 
     Args:
         curves: Mapping of run name to its values, one per epoch.
@@ -90,7 +93,6 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for name, values in curves.items():
         axes.plot(range(1, len(values) + 1), list(values), label=name, marker=".")
@@ -102,6 +104,9 @@ def plot_curves(
     if curves:
         axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        with atomic_path(path) as partial:
+            figure.savefig(partial, dpi=110)
+    finally:
+        plt.close(figure)
     return path

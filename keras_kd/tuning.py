@@ -13,6 +13,13 @@ result = search_temperature(tuner, teacher, x_train, y_train,
                             output_dir="runs/tune")
 print(result.table)
 ```
+
+Files: the tuner's `directory` and the search's `output_dir` are keras-kd
+folders of kind `"tune"` (`keras_kd.files.claim_folder`): a new or empty folder,
+or one keras-kd claimed for tuning before; a folder holding files keras-kd did
+not write is refused, so KerasTuner's `overwrite` can only ever remove a project
+inside a folder keras-kd owns. `trials.md`, `trials.json` and
+`best_student.keras` appear whole or not at all.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
+from keras_kd import files
 from keras_kd import losses as kd_losses
 from keras_kd import reports
 from keras_kd.batch import make_batch
@@ -38,6 +46,21 @@ DEFAULT_TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 10.0, 20.0)
 DEFAULT_SOFT_WEIGHTS = (0.9,)
 OBJECTIVE = "val_accuracy"
 TUNERS = ("random", "bayesian", "hyperband")
+KIND = "tune"
+
+
+def _tune_folder(path: str | os.PathLike, argument: str, *, create: bool) -> Path:
+    """Checks (or, with `create`, claims) a `"tune"` folder, naming the argument.
+
+    Sub-folders that keras-kd claimed for tuning (a tuner's `directory` inside
+    the search's `output_dir`) are adopted.
+    """
+    path = Path(path)
+    claim = files.claim_folder if create else files.check_claimable
+    try:
+        return claim(path, kind=KIND, allowed=lambda name: files.owns(path / name, KIND))
+    except files.FolderNotOwnedError as error:
+        raise files.FolderNotOwnedError(f"`{argument}`: {error}") from None
 
 
 def _choices(name: str, values, cast, check: Callable[[float], bool], rule: str):
@@ -354,18 +377,25 @@ def make_tuner(
         hypermodel: The `DistillationHyperModel` to search.
         max_trials: Trials for random and Bayesian search.
         max_epochs: Largest epoch budget of a Hyperband trial.
-        directory: Folder for the tuner's trial records and checkpoints.
-        project_name: Sub-folder name inside `directory`.
+        directory: Folder for the tuner's trial records and checkpoints: a
+            new or empty folder, or one keras-kd claimed for tuning before
+            (it is claimed with `keras_kd.files.claim_folder`, kind `"tune"`).
+        project_name: Sub-folder name inside `directory` (a plain name).
         strategy: Optional `tf.distribute.Strategy`; models are built and trained
             in its scope.
         seed: Random seed of the search.
-        overwrite: Start afresh instead of resuming from `directory`.
+        overwrite: Start afresh (KerasTuner removes `directory/project_name`)
+            instead of resuming from it.
 
     Returns:
         A `keras_tuner.Tuner`.
 
     Raises:
-        ValueError: for an unknown `kind` or `max_trials` < 1.
+        ValueError: for an unknown `kind`, `max_trials` < 1 or a
+            `project_name` that is not a plain folder name.
+        keras_kd.files.FolderNotOwnedError: (a `ValueError`) for a `directory`
+            that is a file, cannot be written, belongs to another keras-kd
+            writer or holds files keras-kd did not write.
 
     Example:
 
@@ -375,6 +405,12 @@ def make_tuner(
         raise ValueError(f"`kind` must be one of {TUNERS}, got {kind!r}.")
     if int(max_trials) < 1:
         raise ValueError(f"`max_trials` must be at least 1, got {max_trials!r}.")
+    if Path(project_name).name != project_name or project_name in ("", ".", ".."):
+        raise ValueError(
+            f"`project_name` must be a plain folder name inside `directory`, got "
+            f"{project_name!r}."
+        )
+    directory = _tune_folder(directory, "directory", create=True)
     common = {
         "objective": keras_tuner.Objective(OBJECTIVE, direction="max"),
         "directory": str(directory),
@@ -491,7 +527,9 @@ def search_temperature(
         batch_size: Training batch size.
         teacher_batch_size: Batch size of the teacher pass.
         output_dir: If given, `trials.md`, `trials.json` and `best_student.keras`
-            are written there.
+            are written there: a new or empty folder, or one keras-kd claimed
+            for tuning (it may be the tuner's `directory`). It is checked
+            before the first trial.
         callbacks: Extra Keras callbacks for every trial.
         verbose: Keras verbosity of each trial's `fit`.
 
@@ -509,6 +547,9 @@ def search_temperature(
         ValueError: for a tuner over another hypermodel, bad `validation_data`,
             `epochs` < 1, the Distiller's errors about the data or models, or
             when no trial completed (naming the first failure).
+        keras_kd.files.FolderNotOwnedError: (a `ValueError`) for an
+            `output_dir` that is a file, cannot be written, belongs to another
+            keras-kd writer or holds files keras-kd did not write.
         TypeError: for labels that are strings.
 
     Example:
@@ -530,6 +571,8 @@ def search_temperature(
         )
     if int(epochs) < 1:
         raise ValueError(f"`epochs` must be at least 1, got {epochs!r}.")
+    if output_dir is not None:
+        _tune_folder(output_dir, "output_dir", create=False)
     checker = _trial_distiller(tuner.hypermodel, teacher)
     checker.check_data(x, y, batch_size=batch_size, training=False)
     try:
@@ -573,16 +616,15 @@ def search_temperature(
     table = reports.markdown_table(rows)
     paths = {}
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        paths["table"] = output_dir / "trials.md"
-        paths["table"].write_text(table)
-        paths["json"] = reports.write_json(
+        output_dir = _tune_folder(output_dir, "output_dir", create=True)
+        paths["table"] = files.atomic_write_text(output_dir / "trials.md", table)
+        paths["json"] = files.atomic_write_json(
             output_dir / "trials.json",
             {"trials": rows, "teacher_passes": teacher_logits.passes},
         )
-        paths["student"] = output_dir / "best_student.keras"
-        best_student.save(paths["student"])
+        paths["student"] = files.atomic_save_model(
+            best_student, output_dir / "best_student.keras"
+        )
     best = {k: v for k, v in best_trial.hyperparameters.values.items()
             if not k.startswith("tuner/")}
     return SearchResult(

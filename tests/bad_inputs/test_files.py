@@ -277,11 +277,11 @@ def _unwritable_folder(tmp_path) -> Path:
 @pytest.mark.parametrize(
     "case, match",
     [
-        ("under_a_file", "cannot be created: '.*data.bin' is a file"),
-        ("existing_file", "is an existing file, not a folder"),
-        ("users_folder", r"already holds files that are not exports \(notes.txt\)"),
-        ("unwritable", "is not writable"),
-        ("other_kind", "keras-kd folder of another kind"),
+        ("under_a_file", r"^`output_dir`: Cannot create the folder .*: .*data.bin is a file"),
+        ("existing_file", r"^`output_dir`: .*data.bin is a file, not a folder"),
+        ("users_folder", r"^`output_dir`: .*already holds files keras-kd did not write \(notes.txt\)"),
+        ("unwritable", r"^`output_dir`: Cannot write to .* \(permission denied or a read-only"),
+        ("other_kind", r"^`output_dir`: .* as a 'run' folder, not a 'export' folder"),
     ],
 )
 def test_export_refuses_an_unusable_output_dir_before_converting(
@@ -341,6 +341,10 @@ def test_export_folder_of_version_0_1_0_is_adopted(student, tmp_path):
     folder.mkdir()
     (folder / "student_float32.tflite").write_bytes(b"old")
     (folder / "parity.md").write_text("old")
+    # 0.1.0 wrote no marker; its parity.json, listing each exported model, is the proof.
+    row = {"format": "tflite_float32", "path": str(folder / "student_float32.tflite"),
+           "top1_agreement": 1.0, "max_abs_logit_diff": 0.0}
+    (folder / "parity.json").write_text(json.dumps({"exports": [row]}))
     export.export_student(student, folder, x_test=_x(), formats=["tflite_float32"], latency_examples=2)
     assert (folder / "student_float32.tflite").read_bytes() != b"old"
     assert (folder / OWNER_FILE).is_file()
