@@ -5,7 +5,9 @@ Public API (each name lives in the module of its concept):
 - `Distiller` (`keras_kd.distiller`): a `keras.Model` that trains a student on a
   teacher's soft targets and on hard labels.
 - `keras_kd.batch`: the one format of a batch that carries teacher outputs.
-- `keras_kd.losses`: `tempered_kl`, `TemperedKLDivergence`, `logit_matching`.
+- `keras_kd.losses`: distillation losses as objects (`DistillationLoss`,
+  `TemperedKL`, `LogitMatching`) and as functions (`tempered_kl`,
+  `logit_matching`); `TemperedKLDivergence` for a plain `compile`.
 - `keras_kd.teachers`: `TeacherEnsemble`, `train_ensemble`, `evaluate_ensemble`.
 - `keras_kd.cache`: `build_teacher_cache`, `TeacherCache` (run the teacher once).
 - `keras_kd.bias`: `shift_class_bias`, `choose_bias_shift` (omitted classes).
@@ -54,7 +56,14 @@ _NAMES = {
     "keras_kd.distribute": ("make_strategy",),
     "keras_kd.export": ("export_student",),
     "keras_kd.frontend": ("ContextWindow", "LogMelSpectrogram"),
-    "keras_kd.losses": ("TemperedKLDivergence", "logit_matching", "tempered_kl"),
+    "keras_kd.losses": (
+        "DistillationLoss",
+        "LogitMatching",
+        "TemperedKL",
+        "TemperedKLDivergence",
+        "logit_matching",
+        "tempered_kl",
+    ),
     "keras_kd.specialists": (
         "ConfusableSubsets",
         "SpecialistEnsemble",

@@ -26,7 +26,9 @@ __all__ = [
     "validate_soft_weight",
 ]
 
+# The strings `distillation_loss` takes, and the loss object each one means.
 DISTILLATION_LOSSES = ("tempered_kl", "logit_matching")
+_DEFAULT_TEMPERATURE = 4.0
 
 
 def require_tensorflow_backend(what: str) -> None:
@@ -67,12 +69,18 @@ _PORTED_INIT_ARGUMENTS = {
         "keras_kd weighs the soft term: pass soft_weight=1 - student_loss_weight"
     ),
     "distillation_losses": (
-        "keras_kd takes one soft loss: distillation_loss='tempered_kl' (the "
-        "equivalent of keras.distillation's LogitsDistillation(temperature, "
-        "KLDivergence()) scaled by T^2) or 'logit_matching'"
+        "pass the soft loss as distillation_loss=, e.g. "
+        "distillation_loss='tempered_kl' or keras_kd.losses.TemperedKL(temperature) "
+        "(the equivalent of keras.distillation's LogitsDistillation(temperature, "
+        "KLDivergence()) scaled by T^2), or several with their weights as a list of "
+        "(loss, weight) pairs: distillation_loss=[(TemperedKL(4.0), 0.7), "
+        "(LogitMatching(), 0.3)]"
     ),
     "distillation_loss_weights": (
-        "weigh the soft term with soft_weight (the hard term gets 1 - soft_weight)"
+        "give each soft loss its weight in a (loss, weight) pair, "
+        "distillation_loss=[(TemperedKL(4.0), 0.7), (LogitMatching(), 0.3)]; their "
+        "weighted sum is soft_loss, which soft_weight weighs against the hard term "
+        "(which gets 1 - soft_weight)"
     ),
 }
 
@@ -120,6 +128,103 @@ def ends_in_softmax(model) -> bool:
     return activation is keras.activations.softmax or (
         getattr(activation, "__name__", None) == "softmax"
     )
+
+
+def _loss_object(loss, temperature):
+    """A `DistillationLoss` for a string or an object, or a `TypeError`."""
+    if isinstance(loss, kd_losses.DistillationLoss):
+        return loss
+    if isinstance(loss, str):
+        if loss == "tempered_kl":
+            return kd_losses.TemperedKL(temperature=temperature or _DEFAULT_TEMPERATURE)
+        if loss == "logit_matching":
+            return kd_losses.LogitMatching()
+        raise ValueError(
+            f"`distillation_loss` must be one of {DISTILLATION_LOSSES} or a "
+            f"keras_kd.losses.DistillationLoss, got {loss!r}."
+        )
+    raise TypeError(
+        f"`distillation_loss` got {type(loss).__name__} {loss!r}, which is not a "
+        f"distillation loss. Pass one of {DISTILLATION_LOSSES}, an instance of a "
+        "keras_kd.losses.DistillationLoss subclass (TemperedKL, LogitMatching, or "
+        "your own with call(teacher_logits, student_logits) -> (batch,) values), "
+        "or a list of (loss, weight) pairs. A keras.losses.Loss reduces over the "
+        "batch, so it is not accepted: wrap its math in a DistillationLoss."
+    )
+
+
+def _loss_weight(weight, loss) -> float:
+    try:
+        value = float(weight)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(weight, bool) or not 0.0 <= value < float("inf"):
+        raise ValueError(
+            f"The weight of distillation loss {loss.name!r} must be a finite number "
+            f">= 0, got {weight!r}."
+        )
+    return value
+
+
+def _resolve_distillation_losses(distillation_loss, temperature):
+    """`(loss, weight)` pairs and the temperature of the soft term.
+
+    Raises:
+        ValueError, TypeError: for an unknown loss, a malformed list, a duplicate
+            name, or temperatures that disagree.
+    """
+    if temperature is not None:
+        temperature = kd_losses.validate_temperature(temperature)
+    if isinstance(distillation_loss, list | tuple):
+        if not distillation_loss:
+            raise ValueError(
+                "`distillation_loss` is an empty list; give at least one loss."
+            )
+        pairs = []
+        for item in distillation_loss:
+            if isinstance(item, list | tuple):
+                if len(item) != 2:
+                    raise ValueError(
+                        "Each item of a `distillation_loss` list is a loss or a "
+                        f"(loss, weight) pair, got {item!r} of length {len(item)}."
+                    )
+                loss = _loss_object(item[0], temperature)
+                pairs.append((loss, _loss_weight(item[1], loss)))
+            else:
+                pairs.append((_loss_object(item, temperature), 1.0))
+        if all(weight == 0.0 for _, weight in pairs):
+            raise ValueError(
+                "Every distillation loss has weight 0, so the soft term would be 0. "
+                "Give at least one a positive weight (soft_weight=0.0 trains on the "
+                "hard term alone)."
+            )
+    else:
+        pairs = [(_loss_object(distillation_loss, temperature), 1.0)]
+    names = [loss.name for loss, _ in pairs]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(
+            f"Several distillation losses are named {duplicates}; each is logged "
+            "under its own name, so give them distinct ones, e.g. "
+            "TemperedKL(2.0, name='kl_t2')."
+        )
+    own = sorted(
+        {loss.temperature for loss, _ in pairs if loss.temperature is not None}
+    )
+    if len(own) > 1:
+        raise ValueError(
+            f"The distillation losses have different temperatures {own}. A Distiller "
+            "has one temperature (at which ensembles are combined and cached "
+            "outputs are checked); use one temperature for all of them."
+        )
+    if own and temperature is not None and own[0] != temperature:
+        raise ValueError(
+            f"`temperature={temperature:g}` differs from the distillation loss's own "
+            f"temperature {own[0]:g}. Give the temperature once: in the loss "
+            "(TemperedKL(temperature=...)) or as Distiller(temperature=...) with "
+            "distillation_loss='tempered_kl'."
+        )
+    return pairs, (own[0] if own else None)
 
 
 def _output_classes(model):
@@ -247,8 +352,10 @@ class Distiller(keras.Model):
     unlabeled transfer set) train on the soft term alone, with weight 1.
 
     `fit` logs `loss` (what is minimised, with the student's regularisation
-    losses), `soft_loss` (the `T^2 * KL` term), `hard_loss` (the `compile` loss)
-    and the compiled metrics of the student at `T = 1`; `evaluate` logs the same.
+    losses), `soft_loss` (the `T^2 * KL` term, or whatever `distillation_loss`
+    gives: with several losses their weighted sum, each also logged as
+    `<name>_loss`), `hard_loss` (the `compile` loss) and the compiled metrics
+    of the student at `T = 1`; `evaluate` logs the same.
     (A Distiller without a teacher evaluates data without cached teacher outputs
     on the hard term alone, so its `val_loss` is then the `compile` loss.) All are per-example means: under a
     `tf.distribute` strategy the loss is scaled so that an update equals the
@@ -264,15 +371,26 @@ class Distiller(keras.Model):
             two cannot be swapped). Must output logits.
         teacher: A trained `keras.Model` (or `keras_kd.TeacherEnsemble`), or
             `None` when every batch carries `teacher_logits`.
-        temperature: Float > 0, the distillation temperature `T`.
+        temperature: Float > 0, the distillation temperature `T` (default 4.0,
+            or the temperature of a `TemperedKL` given as `distillation_loss`;
+            giving both with different values is an error). An ensemble
+            teacher's logits are combined at it, and cached ensemble logits
+            are checked to have been combined at it.
         soft_weight: Weight in `[0, 1]` of the soft term; `1 - soft_weight`
             weighs the hard term. (The keras.io example's `alpha` and
             keras.distillation's `student_loss_weight` weigh the hard term: they
             equal `1 - soft_weight`, and passing either is an error that says so.)
         teacher_outputs: `"logits"` (default) or `"probabilities"` for a teacher
             that ends in a softmax.
-        distillation_loss: `"tempered_kl"` (default) or `"logit_matching"`, the
-            high-temperature limit (then `temperature` is not used).
+        distillation_loss: The soft loss: `"tempered_kl"` (default, that is
+            `keras_kd.losses.TemperedKL(temperature)`), `"logit_matching"` (the
+            high-temperature limit, `keras_kd.losses.LogitMatching()`), any
+            `keras_kd.losses.DistillationLoss` object (your own subclass too),
+            or a list of losses and `(loss, weight)` pairs (weight 1 when not
+            given). With several, `soft_loss` is their weighted sum and each is
+            also logged as `"<name>_loss"`; a loss of weight 0 is logged but
+            not trained on. Each loss's per-example values are weighted,
+            scaled and averaged like the built-in ones.
         name: Model name.
         **kwargs: Passed to `keras.Model` (e.g. `dtype="mixed_float16"`).
 
@@ -315,10 +433,10 @@ class Distiller(keras.Model):
         *args,
         student: keras.Model | None = None,
         teacher: keras.Model | None = None,
-        temperature: float = 4.0,
+        temperature: float | None = None,
         soft_weight: float = 0.9,
         teacher_outputs: str = "logits",
-        distillation_loss: str = "tempered_kl",
+        distillation_loss: str | kd_losses.DistillationLoss | list = "tempered_kl",
         name: str = "distiller",
         **kwargs,
     ):
@@ -330,20 +448,24 @@ class Distiller(keras.Model):
                 "Distiller(student=student, teacher=teacher, temperature=4.0)."
             )
         super().__init__(name=name, **kwargs)
-        self.temperature = kd_losses.validate_temperature(temperature)
         self.soft_weight = validate_soft_weight(soft_weight)
         self.teacher_outputs = kd_losses.validate_teacher_outputs(teacher_outputs)
-        if distillation_loss not in DISTILLATION_LOSSES:
-            raise ValueError(
-                f"`distillation_loss` must be one of {DISTILLATION_LOSSES}, got "
-                f"{distillation_loss!r}."
-            )
-        if distillation_loss == "logit_matching" and teacher_outputs != "logits":
+        pairs, loss_temperature = _resolve_distillation_losses(
+            distillation_loss, temperature
+        )
+        self.temperature = loss_temperature or temperature or _DEFAULT_TEMPERATURE
+        # The temperature the soft term depends on, or None (logit matching).
+        self._soft_temperature = loss_temperature
+        if teacher_outputs != "logits" and any(
+            isinstance(loss, kd_losses.LogitMatching) for loss, _ in pairs
+        ):
             raise ValueError(
                 "`distillation_loss='logit_matching'` needs teacher logits; it cannot "
                 "be used with `teacher_outputs='probabilities'`."
             )
         self.distillation_loss = distillation_loss
+        # `(DistillationLoss, weight)` pairs whose weighted sum is the soft term.
+        self.distillation_losses = tuple(pairs)
         self._validate_models(student, teacher)
         self.student = student
         self.teacher = teacher
@@ -353,6 +475,11 @@ class Distiller(keras.Model):
         self._checked_data = checks.SeenData()
         self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
         self.hard_loss_tracker = keras.metrics.Mean(name="hard_loss")
+        self._part_trackers = (
+            [keras.metrics.Mean(name=f"{loss.name}_loss") for loss, _ in pairs]
+            if len(pairs) > 1
+            else []
+        )
         if student.built:
             self.built = True
 
@@ -479,11 +606,23 @@ class Distiller(keras.Model):
         return tf.stop_gradient(tf.cast(outputs, tf.float32))
 
     def _soft_term(self, teacher_logits, student_logits):
-        if self.distillation_loss == "logit_matching":
-            return kd_losses.logit_matching(teacher_logits, student_logits)
-        return kd_losses.tempered_kl(
-            teacher_logits, student_logits, self.temperature, self.teacher_outputs
+        """The per-example soft term, and each loss's values when there are several."""
+        teacher_logits = kd_losses.as_logits(teacher_logits, self.teacher_outputs)
+        student_logits = tf.cast(student_logits, tf.float32)
+        parts = [
+            loss(teacher_logits, student_logits) for loss, _ in self.distillation_losses
+        ]
+        if len(parts) == 1:
+            return parts[0], []
+        # A loss of weight 0 is logged only, so that its NaN cannot spoil the loss.
+        soft = tf.add_n(
+            [
+                weight * values
+                for (_, weight), values in zip(self.distillation_losses, parts)
+                if weight != 0.0
+            ]
         )
+        return soft, parts
 
     def _hard_term(self, y, student_logits):
         if self.student_loss is None:
@@ -525,7 +664,7 @@ class Distiller(keras.Model):
             teacher_required = training
         inputs, cached, combined_at = split_batch(x)
         input_checks = checks.check_inputs(inputs)
-        if combined_at is not None and self.distillation_loss == "tempered_kl":
+        if combined_at is not None and self._soft_temperature is not None:
             input_checks.append(checks.check_temperature(combined_at, self.temperature))
         input_checks = [c for c in input_checks if c is not None]
         teacher_logits = None
@@ -539,13 +678,14 @@ class Distiller(keras.Model):
                 "batch (e.g. frames of a sequence) or pool them in the student."
             )
         soft = hard = None
+        parts = []
         if teacher_logits is not None:
             with tf.control_dependencies(input_checks):
                 teacher_checks = checks.check_teacher_outputs(
                     teacher_logits, student_logits, self.teacher_outputs
                 )
             with tf.control_dependencies(input_checks + teacher_checks):
-                soft = self._soft_term(teacher_logits, student_logits)
+                soft, parts = self._soft_term(teacher_logits, student_logits)
         if y is not None and (self.student_loss is not None or self.soft_weight < 1.0):
             with tf.control_dependencies(input_checks):
                 hard = self._hard_term(y, tf.cast(student_logits, tf.float32))
@@ -569,28 +709,32 @@ class Distiller(keras.Model):
         weight = None
         if sample_weight is not None:
             weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
-        return soft, hard, total, weight, student_logits
+        return soft, hard, total, weight, parts, student_logits
 
     @staticmethod
     def _weighted(values, weight):
         return values if weight is None else values * weight
 
-    def _update_trackers(self, soft, hard, total, weight, regularization):
+    def _update_trackers(self, soft, hard, total, weight, parts, regularization):
         # Per-example values of the objective (Keras' "sum_over_batch_size"
         # convention: the mean of weight * loss). Metric variables sum over
         # replicas, so the logged figures are global means.
         self._loss_tracker.update_state(self._weighted(total, weight) + regularization)
         if soft is not None:
             self.soft_loss_tracker.update_state(self._weighted(soft, weight))
+        for tracker, values in zip(self._part_trackers, parts):
+            tracker.update_state(self._weighted(values, weight))
         if hard is not None:
             self.hard_loss_tracker.update_state(self._weighted(hard, weight))
 
-    def _logs(self, x, y, student_logits, sample_weight, soft, hard):
+    def _logs(self, x, y, student_logits, sample_weight, soft, hard, parts):
         if y is not None and self._compile_metrics is not None:
             self._compile_metrics.update_state(y, student_logits, sample_weight)
         logs = {"loss": self._loss_tracker.result()}
         if soft is not None:
             logs["soft_loss"] = self.soft_loss_tracker.result()
+        for tracker in self._part_trackers[: len(parts)]:
+            logs[tracker.name] = tracker.result()
         if hard is not None:
             logs["hard_loss"] = self.hard_loss_tracker.result()
         if y is not None and self._compile_metrics is not None:
@@ -621,7 +765,7 @@ class Distiller(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            soft, hard, total, weight, student_logits = self._compute_terms(
+            soft, hard, total, weight, parts, student_logits = self._compute_terms(
                 x, y, sample_weight, training=True
             )
             global_size = self._global_batch_size(tf.shape(total)[0])
@@ -636,16 +780,16 @@ class Distiller(keras.Model):
         variables = self.student.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        self._update_trackers(soft, hard, total, weight, regularization)
-        return self._logs(x, y, student_logits, sample_weight, soft, hard)
+        self._update_trackers(soft, hard, total, weight, parts, regularization)
+        return self._logs(x, y, student_logits, sample_weight, soft, hard, parts)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        soft, hard, total, weight, student_logits = self._compute_terms(
+        soft, hard, total, weight, parts, student_logits = self._compute_terms(
             x, y, sample_weight, training=False
         )
-        self._update_trackers(soft, hard, total, weight, self._regularization())
-        return self._logs(x, y, student_logits, sample_weight, soft, hard)
+        self._update_trackers(soft, hard, total, weight, parts, self._regularization())
+        return self._logs(x, y, student_logits, sample_weight, soft, hard, parts)
 
     def fit(self, *args, **kwargs):
         """`keras.Model.fit`, after checking the data (see `check_data`).
@@ -799,7 +943,7 @@ class Distiller(keras.Model):
             "temperature": self.temperature,
             "soft_weight": self.soft_weight,
             "teacher_outputs": self.teacher_outputs,
-            "distillation_loss": self.distillation_loss,
+            "distillation_loss": _serialize_distillation_loss(self.distillation_loss),
             "trainable": self.trainable,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
@@ -817,7 +961,32 @@ class Distiller(keras.Model):
             )
         if "alpha" in config:  # saved by keras_kd 0.1, whose alpha was soft_weight
             config["soft_weight"] = config.pop("alpha")
+        if "distillation_loss" in config:
+            config["distillation_loss"] = _deserialize_distillation_loss(
+                config["distillation_loss"], custom_objects
+            )
         return cls(student=student, teacher=teacher, **config)
+
+
+def _serialize_distillation_loss(loss):
+    """Strings as they are, loss objects as Keras configs, pairs as lists."""
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, list | tuple):
+        return [_serialize_distillation_loss(item) for item in loss]
+    if isinstance(loss, kd_losses.DistillationLoss):
+        return keras.saving.serialize_keras_object(loss)
+    return loss  # a weight
+
+
+def _deserialize_distillation_loss(config, custom_objects):
+    if isinstance(config, list):
+        return [_deserialize_distillation_loss(item, custom_objects) for item in config]
+    if isinstance(config, dict):
+        return keras.saving.deserialize_keras_object(
+            config, custom_objects=custom_objects
+        )
+    return config
 
 
 keras.saving.register_keras_serializable(package="keras_kd")(Distiller)
