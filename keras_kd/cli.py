@@ -161,7 +161,8 @@ def _add_distill(subparsers) -> None:
     )
     _add_training_args(parser, epochs=5)
     add_renamed(parser, "--alpha", "--soft-weight")
-    parser.add_argument("--output-dir", required=True, help="run folder for everything written (new, empty, or an earlier run of this command)")
+    parser.add_argument("--out", dest="output_dir", required=True, help="run folder for everything written (new, empty, or an earlier run of this command)")
+    add_renamed(parser, "--output-dir", "--out")
     parser.set_defaults(handler=_run_distill)
 
 
@@ -204,7 +205,8 @@ def _add_tune(subparsers) -> None:
     )
     _add_training_args(parser, epochs=3)
     add_renamed(parser, "--alphas", "--soft-weights")
-    parser.add_argument("--output-dir", required=True, help="folder for the trials and the best student")
+    parser.add_argument("--out", dest="output_dir", required=True, help="folder for the trials and the best student")
+    add_renamed(parser, "--output-dir", "--out")
     parser.set_defaults(handler=_run_tune)
 
 
@@ -245,7 +247,8 @@ def _add_export(subparsers) -> None:
     parser.add_argument("--formats", type=names(EXPORT_FORMATS), default=EXPORT_FORMATS, help=f"comma-separated formats (default: {','.join(EXPORT_FORMATS)})")
     parser.add_argument("--calibration-examples", type=positive(int), default=500, help="training examples for int8 calibration (default: 500)")
     parser.add_argument("--latency-examples", type=positive(int), default=200, help="single-example calls timed for latency (default: 200)")
-    parser.add_argument("--output-dir", required=True, help="folder for the exports and reports")
+    parser.add_argument("--out", dest="output_dir", required=True, help="folder for the exports and reports")
+    add_renamed(parser, "--output-dir", "--out")
     parser.set_defaults(handler=_run_export)
 
 
@@ -308,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--verbose", action="store_true",
         help="show TensorFlow's start-up lines and absl warnings (hidden unless "
-        "TF_CPP_MIN_LOG_LEVEL is set)",
+        "TF_CPP_MIN_LOG_LEVEL is set), and the traceback above an error's one line",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="command", parser_class=CommandParser)
     _add_demo(subparsers)
@@ -362,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         body = lambda: run_experiment(experiment[1], experiment[2])  # noqa: E731
     else:
         body = lambda: args.handler(args)  # noqa: E731
-    return run_reporting_errors(command, lambda: _started(args.verbose, command, body))
+    return run_reporting_errors(
+        command, lambda: _started(args.verbose, command, body), traceback=args.verbose
+    )
 
 
 def _started(verbose: bool, command: str, body) -> int:

@@ -58,12 +58,16 @@ class CommandParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def run_reporting_errors(command: str, run: Callable[[], int | None]) -> int:
+def run_reporting_errors(
+    command: str, run: Callable[[], int | None], *, traceback: bool = False
+) -> int:
     """Runs a subcommand; a user error becomes one line on stderr and exit 2.
 
     Args:
         command: The subcommand's name, e.g. `"mnist"`.
         run: The subcommand's body; returns its exit status (None means 0).
+        traceback: Also print the error's traceback (`keras-kd --verbose`), for
+            an error that is keras-kd's own fault rather than the user's.
 
     Returns:
         The exit status.
@@ -73,6 +77,10 @@ def run_reporting_errors(command: str, run: Callable[[], int | None]) -> int:
     try:
         return int(run() or 0)
     except (CommandError, RunFolderBusyError, *USER_ERRORS) as error:
+        if traceback:
+            import traceback as traceback_module
+
+            traceback_module.print_exc()
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"keras-kd {command}: error: {message}", file=sys.stderr)
         return 2

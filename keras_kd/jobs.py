@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,6 +46,7 @@ import tensorflow as tf
 
 from keras_kd import commands, evaluation, files, runs
 from keras_kd.datasets import load_data, locate_data
+from keras_kd.datasets.location import resolve_data_dir
 from keras_kd.distiller import Distiller
 from keras_kd.distribute import make_strategy
 from keras_kd.training import fit_resumable
@@ -123,8 +125,8 @@ def distill_saved_models(
     student_file = commands.require_file(student, "--student", ".keras")
     with runs.RunFolder(output_dir) as folder:
         settings = {
-            "teachers": [_file_identity(p) for p in teacher_files],
-            "student": _file_identity(student_file),
+            "teachers": [_model_identity(p) for p in teacher_files],
+            "student": _model_identity(student_file),
             "data": _data_identity(data, data_dir),
             "image_size": [int(side) for side in image_size],
             "temperature": float(temperature),
@@ -341,20 +343,53 @@ def _write_results(folder, run, student, rows, history, settings) -> None:
     run.finish(None, {"rows": rows, "history": history})
 
 
-def _file_identity(path: Path) -> dict:
-    """A model or data file's absolute path and SHA-256 of its content."""
+def _sha256_of_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return {"path": str(path.resolve()), "sha256": digest.hexdigest()}
+    return digest.hexdigest()
+
+
+def _model_identity(path: Path) -> dict:
+    """A `.keras` file's content: its architecture and weights, not where it lives.
+
+    `model.save` stamps the save time into the archive's `metadata.json`; that
+    member is left out, so the same model saved again (or moved) is the same.
+    """
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in sorted(archive.namelist()):
+                if name == "metadata.json":
+                    continue
+                digest.update(name.encode() + b"\0")
+                digest.update(archive.read(name))
+    except zipfile.BadZipFile:
+        return {"sha256": _sha256_of_file(path)}  # loading it will explain
+    return {"sha256": digest.hexdigest()}
 
 
 def _data_identity(spec: str, data_dir) -> dict:
-    """The data spec, with the content hash of an `.npz` file (cheap to hash)."""
-    if spec.endswith(".npz"):
-        return _file_identity(locate_data(spec, data_dir))
-    return {"spec": spec}
+    """What the data is, independent of where it was found.
+
+    An `.npz` file by its content; an image folder by its resolved location and
+    the name, size and modification time of every file in it; a `tfds:` set by
+    its name and the data folder it is read from.
+    """
+    if spec.startswith("tfds:"):
+        root = resolve_data_dir(data_dir)
+        return {"tfds": spec[len("tfds:"):], "data_dir": str(root) if root else None}
+    path = locate_data(spec, data_dir).resolve()
+    if path.is_file():
+        return {"sha256": _sha256_of_file(path)}
+    listing = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        stat = file.stat()
+        listing.update(
+            f"{file.relative_to(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
+        )
+    return {"folder": str(path), "files": listing.hexdigest()}
 
 
 def _train(distiller, splits, run, root: Path, settings: dict) -> list[dict]:

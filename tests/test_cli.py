@@ -27,7 +27,7 @@ def test_distill_with_an_ensemble_writes_student_table_and_logs(cli_files, tmp_p
         cli_files / "teacher2.keras", "--student", cli_files / "student.keras",
         "--data", cli_files / "data.npz", "--temperature", 3, "--soft-weight", 0.7,
         "--epochs", 8, "--batch-size", 32, "--learning-rate", 0.02,
-        "--strategy", "one", "--output-dir", out,
+        "--strategy", "one", "--out", out,
     )
     assert status == 0
     results = json.loads((out / "results.json").read_text())
@@ -53,7 +53,7 @@ def test_distill_rerun_of_a_finished_run_reports_it_without_training(
     argv = [
         "distill", "--teacher", cli_files / "teacher1.keras", "--student",
         cli_files / "student.keras", "--data", cli_files / "data.npz", "--epochs", 1,
-        "--batch-size", 64, "--output-dir", tmp_path / "run",
+        "--batch-size", 64, "--out", tmp_path / "run",
     ]
     assert run(capsys, *argv)[0] == 0
     monkeypatch.setattr(jobs, "load_data", lambda *a: pytest.fail("data reloaded"))
@@ -69,7 +69,7 @@ def test_tune_runs_a_small_search(cli_files, tmp_path, capsys):
         capsys, "tune", "--teacher", cli_files / "teacher1.keras", "--student",
         cli_files / "student.keras", "--data", cli_files / "data.npz", "--max-trials", 2,
         "--temperatures", "1,4", "--soft-weights", "0.5,0.9", "--epochs", 1,
-        "--batch-size", 32, "--learning-rate", 0.02, "--output-dir", out,
+        "--batch-size", 32, "--learning-rate", 0.02, "--out", out,
     )
     assert status == 0
     trials = json.loads((out / "trials.json").read_text())
@@ -84,7 +84,7 @@ def test_export_writes_formats_and_parity(cli_files, tmp_path, capsys):
     status, stdout, _ = run(
         capsys, "export", "--student", cli_files / "teacher1.keras", "--data",
         cli_files / "data.npz", "--formats", "saved_model,tflite_float32,tflite_int8",
-        "--latency-examples", 5, "--output-dir", out,
+        "--latency-examples", 5, "--out", out,
     )
     assert status == 0
     rows = {r["format"]: r for r in json.loads((out / "parity.json").read_text())["exports"]}
@@ -99,23 +99,23 @@ def test_export_writes_formats_and_parity(cli_files, tmp_path, capsys):
     "argv, expected",
     [
         (["distill", "--teacher", "missing.keras", "--student", "{s}", "--data", "{d}",
-          "--output-dir", "{o}"], "--teacher 'missing.keras' does not exist"),
+          "--out", "{o}"], "--teacher 'missing.keras' does not exist"),
         (["distill", "--teacher", "{t}", "--student", "{d}", "--data", "{d}",
-          "--output-dir", "{o}"], "is not a .keras file"),
+          "--out", "{o}"], "is not a .keras file"),
         (["distill", "--teacher", "{t}", "--student", "{s}", "--data", "nowhere.npz",
-          "--output-dir", "{o}"], "'nowhere.npz' was not found"),
+          "--out", "{o}"], "'nowhere.npz' was not found"),
         (["distill", "--teacher", "{t}", "--student", "{s}", "--data", "{d}",
-          "--temperature", "-1", "--output-dir", "{o}"],
+          "--temperature", "-1", "--out", "{o}"],
          "argument --temperature: expected a float > 0, got '-1'"),
         (["tune", "--teacher", "{t}", "--student", "{s}", "--data", "{d}",
-          "--temperatures", "1,hot", "--output-dir", "{o}"],
+          "--temperatures", "1,hot", "--out", "{o}"],
          "argument --temperatures: expected comma-separated numbers"),
         (["tune", "--teacher", "{t}", "--student", "{s}", "--data", "{d}",
-          "--tuner", "grid", "--output-dir", "{o}"], "argument --tuner: invalid choice"),
+          "--tuner", "grid", "--out", "{o}"], "argument --tuner: invalid choice"),
         (["export", "--student", "{s}", "--data", "{d}", "--formats", "onnx",
-          "--output-dir", "{o}"],
+          "--out", "{o}"],
          "argument --formats: expected a comma-separated subset of saved_model,"),
-        (["export", "--student", "{s}", "--data", "{bad}", "--output-dir", "{o}"],
+        (["export", "--student", "{s}", "--data", "{bad}", "--out", "{o}"],
          "lacks the array(s) ['x_test', 'y_test']"),
         (["distill", "--student", "{s}"], "the following arguments are required"),
         (["demo", "--epochs", "0"], "argument --epochs: expected a int > 0"),
@@ -143,7 +143,7 @@ def test_help_of_each_subcommand_is_complete(capsys):
     for command, flags in {
         "distill": ["--teacher", "--ensemble-mean", "--student", "--data", "--data-dir",
                     "--temperature", "--soft-weight", "--epochs", "--batch-size", "--strategy",
-                    "--output-dir"],
+                    "--out"],
         "tune": ["--tuner", "--max-trials", "--temperatures", "--soft-weights",
                  "--validation-fraction", "--strategy"],
         "export": ["--formats", "--calibration-examples", "--latency-examples"],
@@ -242,11 +242,11 @@ def test_distill_prints_no_tensorflow_start_up_lines(cli_files, tmp_path):
         cli_files / "student.keras", "--data", cli_files / "data.npz", "--epochs", 1,
         "--batch-size", 64,
     ]
-    quiet = run_command([*args, "--output-dir", tmp_path / "quiet"])
+    quiet = run_command([*args, "--out", tmp_path / "quiet"])
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == ""
     assert "| distilled student |" in quiet.stdout
-    verbose = run_command(["--verbose", *args, "--output-dir", tmp_path / "verbose"])
+    verbose = run_command(["--verbose", *args, "--out", tmp_path / "verbose"])
     assert verbose.returncode == 0, verbose.stderr
     assert "| distilled student |" in verbose.stdout
     # --verbose shows what the quiet run hid: TensorFlow 2.21's start-up records.
@@ -281,3 +281,29 @@ def test_importing_the_library_leaves_tensorflow_logging_alone():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["None", "Distiller"]
+
+
+def test_distill_identifies_models_and_data_by_content_not_by_file(cli_files, tmp_path, capsys):
+    """A model saved again (a new save time in the archive) or moved is the same
+    model; the same folder name in another data folder is other data."""
+    import time
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model.save(tmp_path / "first.keras")
+    time.sleep(1.1)  # the archive records the save time
+    model.save(tmp_path / "again.keras")
+    assert (tmp_path / "first.keras").read_bytes() != (tmp_path / "again.keras").read_bytes()
+    first = jobs._model_identity(tmp_path / "first.keras")
+    assert jobs._model_identity(tmp_path / "again.keras") == first
+    assert jobs._model_identity(cli_files / "student.keras") != first
+    for root, pixel in (("a", 0), ("b", 255)):
+        for label in ("cat", "dog"):
+            folder = tmp_path / root / "imgs" / label
+            folder.mkdir(parents=True)
+            (folder / "x.png").write_bytes(bytes([pixel]))
+    a = jobs._data_identity("imgs", tmp_path / "a")
+    b = jobs._data_identity("imgs", tmp_path / "b")
+    assert a != b and a["folder"].endswith("a/imgs")
+    assert jobs._data_identity("tfds:mnist", tmp_path / "a") != jobs._data_identity(
+        "tfds:mnist", tmp_path / "b"
+    )

@@ -50,7 +50,7 @@ def distill_argv(files, data, out, *extra):
     return [
         "distill", "--teacher", files / "teacher1.keras", "--student",
         files / "student.keras", "--data", data, "--epochs", 1, "--batch-size", 64,
-        "--output-dir", out, *extra,
+        "--out", out, *extra,
     ]
 
 
@@ -72,9 +72,9 @@ def command_argv(command, files, out):
         return distill_argv(files, data, out)
     if command == "tune":
         return ["tune", "--teacher", files / "teacher1.keras", "--student",
-                files / "student.keras", "--data", data, "--output-dir", out]
+                files / "student.keras", "--data", data, "--out", out]
     return ["export", "--student", files / "teacher1.keras", "--data", data,
-            "--output-dir", out]
+            "--out", out]
 
 
 def unwritable_folder(tmp_path) -> Path:
@@ -229,7 +229,7 @@ def test_a_text_file_named_jpeg_in_an_image_folder_is_skipped_and_counted(tmp_pa
     status, _, stderr = run(
         capsys, "distill", "--teacher", tmp_path / "teacher.keras", "--student",
         tmp_path / "student.keras", "--data", images, "--image-size", 6, 8,
-        "--epochs", 1, "--output-dir", tmp_path / "out",
+        "--epochs", 1, "--out", tmp_path / "out",
     )
     assert status == 0, stderr
     assert stderr.strip().splitlines() == [
@@ -251,7 +251,7 @@ def test_distill_resumes_after_a_kill_and_ends_as_an_uninterrupted_run(
     killed = tmp_path / "killed"
     history = killed / "models" / "student" / "history.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "keras_kd.cli", *map(str, argv), "--output-dir", str(killed)],
+        [sys.executable, "-m", "keras_kd.cli", *map(str, argv), "--out", str(killed)],
         env=command_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -265,13 +265,13 @@ def test_distill_resumes_after_a_kill_and_ends_as_an_uninterrupted_run(
         process.wait()
     done_before = len(json.loads(history.read_text()))
     assert done_before < epochs
-    status, stdout, stderr = run(capsys, *argv, "--output-dir", killed)
+    status, stdout, stderr = run(capsys, *argv, "--out", killed)
     assert status == 0, stderr
     first_epoch = int(stdout.split("Epoch ", 1)[1].split("/", 1)[0])
     assert first_epoch > 1, "the rerun started again from epoch 1"
     records = json.loads((killed / "results.json").read_text())["history"]
     assert [r["epoch"] for r in records][-1] == epochs
-    status, _, stderr = run(capsys, *argv, "--output-dir", tmp_path / "whole")
+    status, _, stderr = run(capsys, *argv, "--out", tmp_path / "whole")
     assert status == 0, stderr
     resumed = keras.models.load_model(killed / "student.keras").get_weights()
     whole = keras.models.load_model(tmp_path / "whole" / "student.keras").get_weights()
@@ -322,7 +322,7 @@ def fail_fast_bound(cli_files, tmp_path_factory):
     start = time.monotonic()
     result = run_command(
         ["distill", "--teacher", cli_files / "teacher1.keras", "--student",
-         cli_files / "student.keras", "--data", "missing.npz", "--output-dir",
+         cli_files / "student.keras", "--data", "missing.npz", "--out",
          tmp_path_factory.mktemp("baseline") / "out"],
         timeout=300,
     )
@@ -338,7 +338,7 @@ def test_tfds_data_that_is_not_prepared_fails_in_seconds(cli_files, tmp_path, fa
     result = run_command(
         ["distill", "--teacher", cli_files / "teacher1.keras", "--student",
          cli_files / "student.keras", "--data", "tfds:mnist", "--data-dir", empty,
-         "--output-dir", tmp_path / "out"],
+         "--out", tmp_path / "out"],
         env=command_env(HOME=str(tmp_path / "home"), KERAS_KD_DATA_DIR=None),
         timeout=300,
     )
@@ -365,3 +365,17 @@ def test_mnist_without_data_fails_in_seconds(tmp_path, fail_fast_bound):
     one_error_line(result.returncode, result.stderr, "mnist")
     assert seconds < fail_fast_bound, f"took {seconds:.0f} s (download retries?)"
 
+
+
+def test_verbose_shows_the_traceback_above_the_one_line(capsys):
+    from keras_kd import commands
+
+    def body():
+        raise ValueError("the data is bad")
+
+    assert commands.run_reporting_errors("distill", body) == 2
+    assert capsys.readouterr().err == "keras-kd distill: error: the data is bad\n"
+    assert commands.run_reporting_errors("distill", body, traceback=True) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and 'raise ValueError("the data is bad")' in err
+    assert err.endswith("keras-kd distill: error: the data is bad\n")
