@@ -95,12 +95,12 @@ from keras_kd.cache_storage import (
     file_identity,
     remove_cache_files,
     sample_sha256,
-    sha256_file,
     shard_file,
     write_manifest,
     write_npy,
 )
 from keras_kd.distiller import ends_in_softmax
+from keras_kd.files import sha256_file
 from keras_kd.teachers import TeacherEnsemble, check_input_shape, combine_logits
 
 VERSION = 1

@@ -41,6 +41,7 @@ from keras_kd.files import (
     atomic_write_text,
     claim_folder,
     remove_owned,
+    sha256_file,
 )
 
 FORMAT = "keras_kd.teacher_cache"
@@ -125,15 +126,6 @@ def remove_cache_files(directory: Path, names: list[str]) -> None:
     """Removes cache files by name from a claimed cache folder (see `remove_owned`)."""
     if names:
         remove_owned(directory, KIND, names)
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a whole file, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sample_offsets(size: int) -> list[int]:

@@ -343,14 +343,6 @@ def _write_results(folder, run, student, rows, history, settings) -> None:
     run.finish(None, {"rows": rows, "history": history})
 
 
-def _sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _model_identity(path: Path) -> dict:
     """A `.keras` file's content: its architecture and weights, not where it lives.
 
@@ -366,7 +358,7 @@ def _model_identity(path: Path) -> dict:
                 digest.update(name.encode() + b"\0")
                 digest.update(archive.read(name))
     except zipfile.BadZipFile:
-        return {"sha256": _sha256_of_file(path)}  # loading it will explain
+        return {"sha256": files.sha256_file(path)}  # loading it will explain
     return {"sha256": digest.hexdigest()}
 
 
@@ -382,7 +374,7 @@ def _data_identity(spec: str, data_dir) -> dict:
         return {"tfds": spec[len("tfds:"):], "data_dir": str(root) if root else None}
     path = locate_data(spec, data_dir).resolve()
     if path.is_file():
-        return {"sha256": _sha256_of_file(path)}
+        return {"sha256": files.sha256_file(path)}
     listing = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         stat = file.stat()

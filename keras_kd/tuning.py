@@ -36,9 +36,8 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from keras_kd import files
+from keras_kd import files, reports
 from keras_kd import losses as kd_losses
-from keras_kd import reports
 from keras_kd.batch import make_batch
 from keras_kd.distiller import Distiller, NonFiniteLossError
 

@@ -127,7 +127,7 @@ def test_unfinished_model_cannot_be_loaded(tmp_path):
     with runs.RunFolder(tmp_path) as folder:
         run = folder.model("m", {})
         with pytest.raises(FileNotFoundError, match="not finished"):
-            run.record
+            _ = run.record
         with pytest.raises(FileNotFoundError, match="train it"):
             run.load()
 
