@@ -40,6 +40,7 @@ def make_batch(inputs, teacher_logits, temperature: float | None = None) -> dict
 
     Example:
 
+    >>> import numpy as np
     >>> x = make_batch(np.zeros((2, 3)), np.zeros((2, 10)), temperature=4.0)
     >>> sorted(x), x["teacher_temperature"].numpy().tolist()
     (['inputs', 'teacher_logits', 'teacher_temperature'], [4.0, 4.0])
@@ -75,7 +76,9 @@ def split_batch(x):
 
     Example:
 
-    >>> inputs, logits, temperature = split_batch(make_batch(np.zeros((2, 3)), np.ones((2, 4))))
+    >>> import numpy as np
+    >>> batch = make_batch(np.zeros((2, 3)), np.ones((2, 4)))
+    >>> inputs, logits, temperature = split_batch(batch)
     >>> logits.shape, temperature
     ((2, 4), None)
     """
