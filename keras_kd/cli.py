@@ -348,7 +348,18 @@ def main(argv: list[str] | None = None) -> int:
 
     Example:
 
-    >>> main(["export", "--help"])  # doctest: +SKIP
+    >>> main(["export", "--help"])
+    usage: keras-kd export [-h] --student PATH --data SPEC ...
+    0
+
+    A user error is one line (on stderr, shown here) and exit status 2:
+
+    >>> import contextlib, sys, tempfile
+    >>> with contextlib.redirect_stderr(sys.stdout):
+    ...     main(["export", "--student", "missing.keras", "--data", "d.npz",
+    ...           "--out", tempfile.mkdtemp()])
+    keras-kd export: error: --student 'missing.keras' does not exist.
+    2
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()

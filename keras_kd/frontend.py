@@ -325,7 +325,7 @@ def waveform_classifier(
     mean and variance, stacks context windows and applies `frame_net` to every
     frame, all in TensorFlow ops, so it saves (`.keras`) and exports (SavedModel,
     TFLite) as one graph. It reproduces training-time features made with
-    `normalisation="global"` (per-speaker statistics are not known at export).
+    `normalization="global"` (per-speaker statistics are not known at export).
 
     Args:
         frame_net: A model from `(left + 1 + right) * bins` features to logits.
@@ -345,8 +345,10 @@ def waveform_classifier(
 
     Example:
 
-    >>> model = waveform_classifier(net, data.mean, data.variance, left=5, right=5)  # doctest: +SKIP
-    >>> model(waveforms).shape  # doctest: +SKIP
+    >>> net = keras.Sequential([keras.Input((11 * 40,)), keras.layers.Dense(11)])
+    >>> mean, variance = np.zeros(40), np.ones(40)  # FsddFrames.mean, .variance
+    >>> model = waveform_classifier(net, mean, variance, left=5, right=5)
+    >>> model(np.zeros((1, 8000), np.float32)).shape  # 1 s at 8 kHz: 98 frames
     TensorShape([1, 98, 11])
     """
     frontend = frontend or LogMelSpectrogram()

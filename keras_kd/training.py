@@ -300,7 +300,13 @@ def build_before_fit(model: keras.Model, dataset: tf.data.Dataset) -> None:
 
     Example:
 
-    >>> build_before_fit(model, train_batches)  # doctest: +SKIP
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> train_batches = tf.data.Dataset.from_tensor_slices(
+    ...     (tf.zeros([8, 4]), tf.zeros([8, 3]))).batch(4)
+    >>> build_before_fit(model, train_batches)
+    >>> model.optimizer.built
+    True
     """
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
@@ -351,9 +357,22 @@ def fit_resumable(
 
     Example:
 
-    >>> fit_resumable(model, lambda step: make_stream(step), epochs=3,
-    ...               steps_per_epoch=100, backup_dir="run/backup",
-    ...               save_freq=50)  # doctest: +SKIP
+    >>> import tempfile
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(32, 4)), rng.normal(size=(32, 1))
+    >>> def make_stream(step):  # the batches from global step `step` on
+    ...     return tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(8).skip(step)
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> backup_dir = tempfile.mkdtemp()
+    >>> logs = fit_resumable(model, make_stream, epochs=2, steps_per_epoch=4,
+    ...                      backup_dir=backup_dir, save_freq=2, verbose=0)
+    >>> [log["epoch"] for log in logs]
+    [1, 2]
+    >>> fit_resumable(model, make_stream, epochs=2, steps_per_epoch=4,
+    ...               backup_dir=backup_dir, save_freq=2, verbose=0)  # already done
+    []
     """
     if epochs < 1 or steps_per_epoch < 1:
         raise ValueError(

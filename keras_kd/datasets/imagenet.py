@@ -309,9 +309,13 @@ def list_image_folder(
 
     Example:
 
-    >>> split, names = list_image_folder("imagenette/train")  # doctest: +SKIP
-    >>> names[:2], split.num_examples  # doctest: +SKIP
-    (['n01440764', 'n02102040'], 9469)
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> write_synthetic_image_folder(root)  # a tiny stand-in for Imagenette
+    {'train': 12, 'val': 6}
+    >>> split, names = list_image_folder(f"{root}/train")
+    >>> names[:2], split.num_examples
+    (['n01440764', 'n02102040'], 12)
     """
     root = Path(root)
     if not root.is_dir():
@@ -409,9 +413,12 @@ def decode_images(
 
     Example:
 
-    >>> split, names = list_image_folder("imagenette/train")  # doctest: +SKIP
-    >>> decode_images(split, 128, class_names=names).images.shape  # doctest: +SKIP
-    (9469, 128, 128, 3)
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> _ = write_synthetic_image_folder(root)  # 12 training images of odd sizes
+    >>> split, names = list_image_folder(f"{root}/train")
+    >>> decode_images(split, 32, class_names=names).images.shape
+    (12, 32, 32, 3)
     """
     size = (
         [image_size] * 2
@@ -500,9 +507,13 @@ def read_image_folder(
 
     Example:
 
-    >>> train = read_image_folder("flowers/train", 128)  # doctest: +SKIP
-    >>> test = read_image_folder("flowers/test", 128,
-    ...                          class_names=train.class_names)  # doctest: +SKIP
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> _ = write_synthetic_image_folder(root)  # train/ and val/, 3 classes
+    >>> train = read_image_folder(f"{root}/train", 32)
+    >>> test = read_image_folder(f"{root}/val", 32, class_names=train.class_names)
+    >>> train.images.shape, test.labels.tolist()
+    ((12, 32, 32, 3), [0, 0, 1, 1, 2, 2])
     """
     split, names = list_image_folder(root, class_names)
     return decode_images(split, image_size, class_names=names)
@@ -587,7 +598,12 @@ class ImageNetData:
 
         Example:
 
-        >>> small = load_imagenet("imagenette").subset(2, 12, 6)  # doctest: +SKIP
+        >>> import tempfile
+        >>> root = tempfile.mkdtemp()
+        >>> _ = write_synthetic_image_folder(root)  # 3 classes, 4 + 2 images each
+        >>> small = load_imagenet(root).subset(2, 3, 1)
+        >>> small.num_classes, small.train.num_examples, small.val.num_examples
+        (2, 6, 2)
         """
         if self.source != "folder":
             raise ValueError(
@@ -687,9 +703,16 @@ def load_imagenet(
 
     Example:
 
-    >>> data = load_imagenet("../shared/data/imagenette")  # doctest: +SKIP
-    >>> data.num_classes, data.train.num_examples  # doctest: +SKIP
-    (10, 9469)
+    With `data_dir=None`, the folder named by `KERAS_KD_DATA_DIR` (e.g. one
+    holding `imagenette/train` and `imagenette/val`) is read. Here, a tiny one:
+
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> write_synthetic_image_folder(root)
+    {'train': 12, 'val': 6}
+    >>> data = load_imagenet(root)
+    >>> data.source, data.num_classes, data.train.num_examples
+    ('folder', 3, 12)
     """
     if source not in SOURCES:
         raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}.")
@@ -830,7 +853,14 @@ def train_dataset(
 
     Example:
 
-    >>> ds = train_dataset(data, image_size=112, global_batch_size=64)  # doctest: +SKIP
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> _ = write_synthetic_image_folder(root)
+    >>> data = load_imagenet(root)
+    >>> ds = train_dataset(data, image_size=16, global_batch_size=4)
+    >>> images, labels = next(iter(ds))
+    >>> images.shape, labels.dtype
+    (TensorShape([4, 16, 16, 3]), tf.int64)
     """
     batch = _per_replica_batch(global_batch_size, input_context)
     augment_seed = np.int64(seed) * 1_000_003 + 17
@@ -891,7 +921,12 @@ def eval_dataset(
 
     Example:
 
-    >>> ds = eval_dataset(data, image_size=112, batch_size=128)  # doctest: +SKIP
+    >>> import tempfile
+    >>> root = tempfile.mkdtemp()
+    >>> _ = write_synthetic_image_folder(root)  # 6 validation images
+    >>> ds = eval_dataset(load_imagenet(root), image_size=16, batch_size=4)
+    >>> [tuple(images.shape) for images, labels in ds]
+    [(4, 16, 16, 3), (2, 16, 16, 3)]
     """
 
     def decode(encoded, label):

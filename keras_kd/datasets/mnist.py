@@ -87,7 +87,16 @@ def read_idx(path: str | os.PathLike, magic: int, dims: tuple[int, ...]) -> np.n
 
     Example:
 
-    >>> labels = read_idx("t10k-labels-idx1-ubyte.gz", 2049, (10000,))  # doctest: +SKIP
+    >>> import gzip, tempfile
+    >>> path = Path(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")  # 3 labels: 7, 2, 1
+    >>> header = (2049).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    >>> _ = path.write_bytes(gzip.compress(header + bytes([7, 2, 1])))
+    >>> read_idx(path, 2049, (3,))
+    array([7, 2, 1], dtype=uint8)
+    >>> read_idx(path, 2049, (10000,))
+    Traceback (most recent call last):
+    ...
+    ValueError: MNIST file '...' declares dimensions (3,), expected (10000,). ...
     """
     path = Path(path)
     try:
@@ -282,9 +291,19 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, verify: bool = True
 
     Example:
 
-    >>> (x_train, y_train), (x_test, y_test) = load_mnist("data")  # doctest: +SKIP
-    >>> x_train.shape  # doctest: +SKIP
-    (60000, 28, 28)
+    ```python
+    # data_dir (or KERAS_KD_DATA_DIR) names the folder of the four IDX files
+    (x_train, y_train), (x_test, y_test) = load_mnist()
+    x_train.shape  # (60000, 28, 28)
+    ```
+
+    A folder without them is refused, naming the file that is missing:
+
+    >>> import tempfile
+    >>> load_mnist(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: MNIST file train-images-idx3-ubyte.gz (or raw ...) not found in '...'...
     """
     folder = resolve_data_dir(data_dir, "mnist")
     if folder is None:
@@ -390,8 +409,12 @@ def mnist_dataset(
 
     Example:
 
-    >>> (x, y), _ = load_mnist()  # doctest: +SKIP
-    >>> train = mnist_dataset(x, y, batch_size=256, shuffle=True, jitter=True)  # doctest: +SKIP
+    With `(x, y), _ = load_mnist()`; here ten blank images stand in:
+
+    >>> x, y = np.zeros((10, 28, 28), np.uint8), np.arange(10)
+    >>> train = mnist_dataset(x, y, batch_size=4, shuffle=True, jitter=True)
+    >>> [tuple(images.shape) for images, labels in train]
+    [(4, 28, 28), (4, 28, 28), (2, 28, 28)]
     """
     if batch_size <= 0:
         raise ValueError(f"`batch_size` must be > 0, got {batch_size}.")

@@ -92,9 +92,18 @@ def load_two_digit_mnist(
 
     Example:
 
-    >>> (x, y), (x_test, y_test) = load_two_digit_mnist(train_pairs=100)  # doctest: +SKIP
-    >>> x.shape, int(y.max()) < 100  # doctest: +SKIP
-    ((100, 28, 56), True)
+    ```python
+    # reads MNIST from data_dir or KERAS_KD_DATA_DIR, as load_mnist does
+    (x, y), (x_test, y_test) = load_two_digit_mnist(train_pairs=100)
+    x.shape, int(y.max()) < 100  # ((100, 28, 56), True)
+    ```
+
+    Pair counts are checked before any file is read:
+
+    >>> load_two_digit_mnist(train_pairs=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `train_pairs` must be an integer >= 1, got 0.
     """
     for name, count in (("train_pairs", train_pairs), ("test_pairs", test_pairs)):
         if (

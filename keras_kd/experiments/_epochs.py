@@ -91,8 +91,14 @@ class EpochBackup:
 
     Example:
 
-    >>> backup = EpochBackup("runs/x/models/teacher/backup")  # doctest: +SKIP
-    >>> backup.save(model, epoch=3)  # doctest: +SKIP
+    >>> import tempfile
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> backup = EpochBackup(Path(tempfile.mkdtemp(), "backup"))
+    >>> backup.save(model, epoch=3)
+    >>> backup.epochs()
+    [3]
+    >>> backup.load(model, 3)
     """
 
     def __init__(self, folder: str | os.PathLike):
@@ -269,9 +275,26 @@ def fit_epochs(
 
     Example:
 
-    >>> fit_epochs(model, mnist_dataset(x, y, shuffle=True), epochs=45,
-    ...            backup_dir=run.backup_dir,
-    ...            curve_path=run.folder / "curve.json")  # doctest: +SKIP
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(32, 4)), rng.integers(0, 3, size=32)
+    >>> dataset = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(32, seed=0).batch(8)
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model.compile(optimizer="adam",
+    ...               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> run = Path(tempfile.mkdtemp())
+    >>> result = fit_epochs(model, dataset, epochs=2, backup_dir=run / "backup",
+    ...                     curve_path=run / "curve.json", verbose=0)
+    >>> [entry["epoch"] for entry in result.curve], result.resumed_from
+    ([1, 2], 0)
+
+    Called again (after a kill, or here with more epochs), it continues from the
+    last backup instead of starting over:
+
+    >>> result = fit_epochs(model, dataset, epochs=3, backup_dir=run / "backup",
+    ...                     curve_path=run / "curve.json", verbose=0)
+    >>> [entry["epoch"] for entry in result.curve], result.resumed_from
+    ([1, 2, 3], 2)
     """
     if epochs < 1 or evaluate_every < 1:
         raise ValueError(

@@ -563,8 +563,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Example:
 
-    >>> main(["--quick", "--out", "runs/specialists-quick"])  # doctest: +SKIP
-    0
+    ```python
+    main(["--quick", "--out", "runs/specialists-quick"])  # 0, after about a minute
+    ```
+
+    A user error is one line (on stderr, shown here) and exit status 2:
+
+    >>> import contextlib, sys, tempfile
+    >>> with contextlib.redirect_stderr(sys.stdout):
+    ...     main(["--data-dir", "no-such-folder", "--out", tempfile.mkdtemp()])
+    keras-kd specialists: error: The data folder 'no-such-folder' (from --data-dir) does not exist. ...
+    2
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = f"keras-kd specialists {shlex.join(argv)}".strip()

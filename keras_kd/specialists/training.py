@@ -153,7 +153,15 @@ def correct_dustbin(specialist: keras.Model, log_shift: float) -> None:
 
     Example:
 
-    >>> correct_dustbin(specialist, dustbin_log_shift(0.1))  # doctest: +SKIP
+    >>> generalist = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10)])
+    >>> specialist = build_specialist(generalist, [4, 9])
+    >>> before = specialist.layers[-1].bias.numpy()
+    >>> shift = dustbin_log_shift(0.1)  # subset prior 0.1, half of the mix
+    >>> round(shift, 3)
+    2.197
+    >>> correct_dustbin(specialist, shift)
+    >>> np.allclose(specialist.layers[-1].bias.numpy() - before, [0, 0, shift])
+    True
     """
     head = _head(specialist)
     if not head.use_bias:
@@ -193,7 +201,13 @@ def build_specialist(
 
     Example:
 
-    >>> specialist = build_specialist(generalist, [4, 9])  # doctest: +SKIP
+    >>> generalist = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10)])
+    >>> specialist = build_specialist(generalist, [4, 9])
+    >>> specialist.output_shape  # classes 4 and 9, then the dustbin
+    (None, 3)
+    >>> x = np.ones((1, 8), "float32")
+    >>> np.allclose(specialist(x)[:, :2], generalist(x).numpy()[:, [4, 9]])
+    True
     """
     head = _head(generalist)
     kernel, *bias = head.get_weights()
@@ -279,7 +293,12 @@ def train_specialist(
 
     Example:
 
-    >>> specialist, info = train_specialist(generalist, [4, 9], x, y)  # doctest: +SKIP
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 10, size=64)
+    >>> generalist = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10)])
+    >>> specialist, info = train_specialist(generalist, [4, 9], x, y, verbose=0)
+    >>> specialist.output_shape, info["subset"], info["subset_fraction"]
+    ((None, 3), [4, 9], 0.5)
     """
     y = np.asarray(y)
     subset = [int(c) for c in subset]
