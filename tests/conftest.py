@@ -54,6 +54,81 @@ def small_mlp(width: int, seed: int, features: int = 8) -> keras.Model:
     )
 
 
+def two_replicas() -> tf.distribute.MirroredStrategy:
+    """A `MirroredStrategy` over the two logical CPUs set up above."""
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
+
+
+def assert_two_replicas_train_as_one(
+    models, distiller, data, *, log_keys, epochs, steps_per_epoch=4, batch_size=16
+):
+    """Trains the same distiller on one device and on `two_replicas()`, with the
+    same global batch, and asserts the same student weights and logs.
+
+    Args:
+        models: `models()` -> `(teacher, student)`, new models (both runs
+            start from the weights of a first call).
+        distiller: `distiller(teacher, student)` -> the compiled model to fit;
+            called inside each strategy's scope.
+        data: A tuple of arrays, `(x, y)` or `(x, y, sample_weight)`.
+        log_keys: The logged values that must agree.
+        epochs, steps_per_epoch, batch_size: The schedule of both runs.
+    """
+    initial_teacher, initial_student = (model.get_weights() for model in models())
+
+    def train(strategy):
+        with strategy.scope():
+            teacher_model, student_model = models()
+            teacher_model.set_weights(initial_teacher)
+            student_model.set_weights(initial_student)
+            model = distiller(teacher_model, student_model)
+        # A repeated dataset with a step count: an epoch that ended on the end of
+        # the data would leave a collective op of one replica pending, and a
+        # later strategy in the same process could collide with its key.
+        batches = tf.data.Dataset.from_tensor_slices(data).batch(batch_size).repeat()
+        history = model.fit(batches, epochs=epochs, steps_per_epoch=steps_per_epoch, verbose=0)
+        return student_model.get_weights(), history.history
+
+    single_weights, single_logs = train(tf.distribute.get_strategy())
+    mirrored_weights, mirrored_logs = train(two_replicas())
+    for a, b in zip(single_weights, mirrored_weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+    for key in log_keys:
+        np.testing.assert_allclose(single_logs[key], mirrored_logs[key], rtol=1e-4)
+
+
+TINY_FEATURES = 5
+
+
+@pytest.fixture(scope="module")
+def tiny_student() -> keras.Model:
+    """An untrained `TINY_FEATURES` -> 8 ReLU -> 3 logits student (for exports)."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((TINY_FEATURES,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+@pytest.fixture
+def no_conversion(monkeypatch):
+    """Fails the test if an export's SavedModel or TFLite conversion starts."""
+    from keras_kd import export
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a conversion ran before the bad argument was refused")
+
+    monkeypatch.setattr(export, "convert_to_tflite", refuse)
+    monkeypatch.setattr(export, "export_saved_model", refuse)
+
+
 @pytest.fixture(scope="session")
 def cli_files(tmp_path_factory):
     """An .npz data set, two trained teachers and an untrained student on disk."""

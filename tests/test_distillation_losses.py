@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_two_replicas_train_as_one
 
 from keras_kd import Distiller, losses
 from keras_kd.batch import make_batch
@@ -217,34 +218,20 @@ def test_evaluate_logs_each_loss_and_resets_per_call():
 def test_mirrored_strategy_gives_the_single_device_update_for_a_user_loss():
     x, y = _data(64, seed=3)
     w = np.linspace(0.5, 1.5, 64).astype("float32")
-    initial_student = _mlp(8, 2, "student").get_weights()
-    initial_teacher = _mlp(16, 1, "teacher").get_weights()
 
-    def train(strategy):
-        with strategy.scope():
-            teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
-            teacher.set_weights(initial_teacher)
-            student.set_weights(initial_student)
-            distiller = Distiller(
-                student=student, teacher=teacher, soft_weight=0.6,
-                distillation_loss=[(SoftmaxMSE(4.0), 0.5), (losses.TemperedKL(3.0), 0.5)],
-            )
-            distiller.compile(optimizer=keras.optimizers.Adam(0.01))
-        # Repeated with a step count: see test_distiller's mirrored test.
-        data = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16).repeat()
-        history = distiller.fit(data, epochs=2, steps_per_epoch=4, verbose=0).history
-        return student.get_weights(), history
+    def distiller(teacher, student):
+        model = Distiller(
+            student=student, teacher=teacher, soft_weight=0.6,
+            distillation_loss=[(SoftmaxMSE(4.0), 0.5), (losses.TemperedKL(3.0), 0.5)],
+        )
+        model.compile(optimizer=keras.optimizers.Adam(0.01))
+        return model
 
-    mirrored = tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    assert_two_replicas_train_as_one(
+        lambda: (_mlp(16, 1, "teacher"), _mlp(8, 2, "student")), distiller, (x, y, w),
+        log_keys=("loss", "soft_loss", "hard_loss", "softmax_mse_loss", "tempered_kl_loss"),
+        epochs=2,
     )
-    assert mirrored.num_replicas_in_sync == 2
-    single_weights, single_logs = train(tf.distribute.get_strategy())
-    mirrored_weights, mirrored_logs = train(mirrored)
-    for a, b in zip(single_weights, mirrored_weights):
-        np.testing.assert_allclose(a, b, atol=2e-5)
-    for key in ("loss", "soft_loss", "hard_loss", "softmax_mse_loss", "tempered_kl_loss"):
-        np.testing.assert_allclose(single_logs[key], mirrored_logs[key], rtol=1e-4)
 
 
 def test_keras_file_round_trip_with_a_custom_loss(tmp_path):

@@ -296,15 +296,12 @@ def compile_run(
         )
         model.compile(optimizer, metrics=tracked, jit_compile=jit_compile)
         return model
-    model = keras.distillation.Distiller(
-        teacher=teacher,
-        student=network,
-        distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=temperature, loss=keras.losses.KLDivergence()
-        ),
-        student_loss_weight=1.0 - soft_weight,
+    from keras_kd.peers import keras_distillation_peer
+
+    model = keras_distillation_peer(
+        student=network, teacher=teacher, temperature=temperature, soft_weight=soft_weight,
+        optimizer=optimizer, metrics=tracked, jit_compile=jit_compile,
     )
-    model.compile(optimizer, loss=hard, metrics=tracked, jit_compile=jit_compile)
     # Backups need a built model; one call builds keras.distillation's.
     model(np.zeros((1, *network.input_shape[1:]), "float32"))
     return model

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import TINY_FEATURES
 
 from keras_kd import export
 from keras_kd.cache import TeacherCache, build_teacher_cache
@@ -24,7 +25,7 @@ from keras_kd.datasets import mnist
 from keras_kd.files import OWNER_FILE, FolderNotOwnedError, claim_folder
 from keras_kd.teachers import TeacherEnsemble
 
-FEATURES, CLASSES, N = 5, 4, 40
+FEATURES, CLASSES, N = TINY_FEATURES, 4, 40
 
 
 def _dense(seed, features=FEATURES, classes=CLASSES, name=None):
@@ -244,25 +245,6 @@ def test_size_verification_limit_is_as_documented_and_memory_replay_hashes(tmp_p
 # Export: the output folder, checked before any conversion runs.
 
 
-@pytest.fixture(scope="module")
-def student():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [keras.Input((FEATURES,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
-    )
-
-
-@pytest.fixture
-def no_conversion(monkeypatch):
-    """Fails the test if a TFLite conversion starts."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a conversion ran before the bad argument was refused")
-
-    monkeypatch.setattr(export, "convert_to_tflite", refuse)
-    monkeypatch.setattr(export, "export_saved_model", refuse)
-
-
 def _unwritable_folder(tmp_path) -> Path:
     if os.geteuid() != 0:
         folder = tmp_path / "locked"
@@ -285,7 +267,7 @@ def _unwritable_folder(tmp_path) -> Path:
     ],
 )
 def test_export_refuses_an_unusable_output_dir_before_converting(
-    student, tmp_path, no_conversion, case, match
+    tiny_student, tmp_path, no_conversion, case, match
 ):
     a_file = tmp_path / "data.bin"
     a_file.write_bytes(b"mine")
@@ -301,7 +283,7 @@ def test_export_refuses_an_unusable_output_dir_before_converting(
     }[case]
     output_dir = output_dir() if callable(output_dir) else output_dir
     with pytest.raises(ValueError, match=match):
-        export.export_student(student, output_dir, x_test=_x())
+        export.export_student(tiny_student, output_dir, x_test=_x())
     assert a_file.read_bytes() == b"mine"
     assert _snapshot(users) == {"notes.txt": b"mine"}
 
@@ -319,24 +301,24 @@ def test_export_refuses_an_unusable_output_dir_before_converting(
     ],
 )
 def test_export_refuses_bad_data_before_converting(
-    student, tmp_path, no_conversion, argument, value, match
+    tiny_student, tmp_path, no_conversion, argument, value, match
 ):
     kwargs = {"x_test": _x(), "representative_data": _x(), argument: value}
     with pytest.raises(ValueError, match=match):
-        export.export_student(student, tmp_path / "export", **kwargs)
+        export.export_student(tiny_student, tmp_path / "export", **kwargs)
     assert not (tmp_path / "export").exists()
 
 
-def test_export_again_into_its_folder_keeps_the_users_files(student, tmp_path):
+def test_export_again_into_its_folder_keeps_the_users_files(tiny_student, tmp_path):
     folder = tmp_path / "export"
-    export.export_student(student, folder, x_test=_x(), formats=["saved_model"], latency_examples=2)
+    export.export_student(tiny_student, folder, x_test=_x(), formats=["saved_model"], latency_examples=2)
     (folder / "notes.txt").write_text("mine")
-    export.export_student(student, folder, x_test=_x(), formats=["saved_model"], latency_examples=2)
+    export.export_student(tiny_student, folder, x_test=_x(), formats=["saved_model"], latency_examples=2)
     assert (folder / "notes.txt").read_text() == "mine"
     assert json.loads((folder / "parity.json").read_text())["exports"][0]["top1_agreement"] == 1.0
 
 
-def test_export_folder_of_version_0_1_0_is_adopted(student, tmp_path):
+def test_export_folder_of_version_0_1_0_is_adopted(tiny_student, tmp_path):
     folder = tmp_path / "export"
     folder.mkdir()
     (folder / "student_float32.tflite").write_bytes(b"old")
@@ -345,14 +327,14 @@ def test_export_folder_of_version_0_1_0_is_adopted(student, tmp_path):
     row = {"format": "tflite_float32", "path": str(folder / "student_float32.tflite"),
            "top1_agreement": 1.0, "max_abs_logit_diff": 0.0}
     (folder / "parity.json").write_text(json.dumps({"exports": [row]}))
-    export.export_student(student, folder, x_test=_x(), formats=["tflite_float32"], latency_examples=2)
+    export.export_student(tiny_student, folder, x_test=_x(), formats=["tflite_float32"], latency_examples=2)
     assert (folder / "student_float32.tflite").read_bytes() != b"old"
     assert (folder / OWNER_FILE).is_file()
 
 
-def test_failed_saved_model_export_leaves_the_previous_one_whole(student, tmp_path, monkeypatch):
+def test_failed_saved_model_export_leaves_the_previous_one_whole(tiny_student, tmp_path, monkeypatch):
     folder = tmp_path / "export"
-    export.export_student(student, folder, x_test=_x(), formats=["saved_model"], latency_examples=2)
+    export.export_student(tiny_student, folder, x_test=_x(), formats=["saved_model"], latency_examples=2)
     before = sorted(str(p.relative_to(folder)) for p in (folder / "saved_model").rglob("*"))
 
     def fails_midway(model, path):
@@ -362,7 +344,7 @@ def test_failed_saved_model_export_leaves_the_previous_one_whole(student, tmp_pa
 
     monkeypatch.setattr(export, "export_saved_model", fails_midway)
     with pytest.raises(OSError, match="disk full"):
-        export.export_student(student, folder, x_test=_x(), formats=["saved_model"])
+        export.export_student(tiny_student, folder, x_test=_x(), formats=["saved_model"])
     after = sorted(str(p.relative_to(folder)) for p in (folder / "saved_model").rglob("*"))
     assert after == before
     assert not [p for p in folder.iterdir() if p.name.startswith(".saved_model")]

@@ -12,11 +12,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from conftest import TINY_FEATURES
 
 from keras_kd import export, files, reports, tuning
 from keras_kd.files import OWNER_FILE, FolderNotOwnedError
 
-FEATURES = 5
+FEATURES = TINY_FEATURES
 
 
 def _x(n=40, seed=0):
@@ -39,29 +40,10 @@ def _users_saved_model(folder: Path) -> Path:
     return saved
 
 
-@pytest.fixture(scope="module")
-def student():
-    keras.utils.set_random_seed(0)
-    return keras.Sequential(
-        [keras.Input((FEATURES,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
-    )
-
-
-@pytest.fixture
-def no_conversion(monkeypatch):
-    """Fails the test if a conversion starts."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a conversion ran before the bad folder was refused")
-
-    monkeypatch.setattr(export, "convert_to_tflite", refuse)
-    monkeypatch.setattr(export, "export_saved_model", refuse)
-
-
 # Export: a folder is adopted only when it provably is a keras-kd export.
 
 
-def test_export_refuses_a_folder_holding_the_users_saved_model(student, tmp_path, no_conversion):
+def test_export_refuses_a_folder_holding_the_users_saved_model(tiny_student, tmp_path, no_conversion):
     out = tmp_path / "out"
     _users_saved_model(out)
     before = _tree(out)
@@ -69,13 +51,13 @@ def test_export_refuses_a_folder_holding_the_users_saved_model(student, tmp_path
         FolderNotOwnedError,
         match=r"^`output_dir`: .*already holds files keras-kd did not write \(saved_model\)",
     ):
-        export.export_student(student, out, x_test=_x(), formats=["saved_model"])
+        export.export_student(tiny_student, out, x_test=_x(), formats=["saved_model"])
     assert _tree(out) == before
     assert not (out / OWNER_FILE).exists()
 
 
 def test_export_refuses_export_names_whose_parity_json_is_not_keras_kds(
-    student, tmp_path, no_conversion
+    tiny_student, tmp_path, no_conversion
 ):
     out = tmp_path / "out"
     _users_saved_model(out)
@@ -90,18 +72,18 @@ def test_export_refuses_export_names_whose_parity_json_is_not_keras_kds(
         (out / "parity.json").write_text(json.dumps(payload))
         before = _tree(out)
         with pytest.raises(FolderNotOwnedError, match="did not write"):
-            export.export_student(student, out, x_test=_x(), formats=["saved_model"])
+            export.export_student(tiny_student, out, x_test=_x(), formats=["saved_model"])
         assert _tree(out) == before
 
 
 def test_export_checks_its_folder_with_the_shared_write_probe(
-    student, tmp_path, monkeypatch, no_conversion
+    tiny_student, tmp_path, monkeypatch, no_conversion
 ):
     # `os.access` says yes to root for folders root cannot write (a read-only
     # mount, an immutable folder); the shared check tries to create a file.
     monkeypatch.setattr(files, "_writable", lambda folder: False)
     with pytest.raises(FolderNotOwnedError, match=r"^`output_dir`: Cannot write to"):
-        export.export_student(student, tmp_path / "out", x_test=_x())
+        export.export_student(tiny_student, tmp_path / "out", x_test=_x())
     assert not (tmp_path / "out").exists()
 
 
