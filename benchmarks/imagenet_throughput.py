@@ -1,6 +1,6 @@
-"""Throughput of the ImageNet experiment's parts: input pipeline and training steps.
+"""Throughput of the ImageNet experiment's parts: pipeline, steps, online epochs.
 
-Measures, in images per second:
+`--mode steps` (default) measures, in images per second:
 
 1. the input pipeline (`keras_kd.datasets.imagenet`) on the CPU: training batches
    (decode + random-resized-crop + flip) and evaluation batches (decode + resize +
@@ -29,11 +29,35 @@ All models of a strategy and precision are built and warmed up first
 of them alike, and each row reports the median over the rounds. Besides images per
 wall-clock second it reports images per CPU-second of this process
 (`time.process_time`), which depends less on other programs sharing the machine.
-Writes `throughput.json` and `throughput.md` into `--out-dir` (default `benchmarks/runs/imagenet_throughput`) and prints the table.
 
-Example:
+`--mode online` (issue 19) distils online on an ImageNet-style folder
+(Imagenette) with the ImageNet example's recipe (112 px, ResNet-50 teacher,
+MobileNetV2 x0.5 student, SGD with warm-up and cosine decay, batch 64, T = 4,
+soft weight 0.9): `keras_kd.Distiller` against `keras.distillation.Distiller`
+configured to compute the same loss, from the same initial student, teacher
+and batches (same seed), interleaved epoch by epoch in this one process (the
+one to go first alternates), each epoch validated on the whole validation
+split. It reports the wall time of every epoch *including validation*, the
+median over epochs 2.. (the first also traces and compiles), the total, and
+both students' final top-1, with keras-kd's speed-up beside them. The teacher
+is untrained unless `--teacher-weights` names a file (e.g. a teacher saved by
+`keras-kd imagenet`); the two runs see the same one either way, so equal
+top-1 says they train alike, and the speed-up does not depend on it.
+
+`--mode teacher-xla` times the teacher's inference (`--teacher-model`, at
+`--image-size` and `--batch-size`) compiled with and without XLA, in
+interleaved rounds, and reports the ratio of the medians.
+
+Every mode writes `results.md` and `results.json` through
+`keras_kd.runs.RunFolder` into `--out-dir` (default
+`benchmarks/runs/imagenet_throughput/<mode>`) and prints the table.
+
+Examples:
 
     nice -n 10 python benchmarks/imagenet_throughput.py --data-dir ../shared/data/imagenette
+    nice -n 10 python benchmarks/imagenet_throughput.py --mode online --epochs 3 \
+        --data-dir ../shared/data/imagenette
+    python benchmarks/imagenet_throughput.py --mode online --quick   # about a minute
 """
 
 from __future__ import annotations
@@ -53,10 +77,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_kd import distribute, reports  # noqa: E402
+from keras_kd import distribute  # noqa: E402
 from keras_kd.datasets import imagenet  # noqa: E402
 from keras_kd.experiments import imagenet_models  # noqa: E402
+from keras_kd.runs import RunFolder  # noqa: E402
 
+MODES = ("steps", "online", "teacher-xla")
 # Each timed kind and the experiment's kind of run it is.
 STEP_KINDS = {
     "student": "scratch",
@@ -69,19 +95,29 @@ TEMPERATURE, SOFT_WEIGHT = 4.0, 0.9  # of every distilling kind, ours and the pe
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=MODES, default="steps")
     parser.add_argument(
         "--data-dir",
         default=None,
         help="ImageNet-style folder; default $KERAS_KD_DATA_DIR",
     )
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=32, help="per replica")
+    parser.add_argument(
+        "--image-size", type=int, default=None,
+        help="default 224 (steps), 112 (online, teacher-xla)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None,
+        help="per replica; default 32 (steps), 64 (online, teacher-xla)",
+    )
     parser.add_argument("--pipeline-batches", type=int, default=20)
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="steps per round")
     parser.add_argument("--rounds", type=int, default=1, help="timed rounds per model")
-    parser.add_argument("--student-width", type=float, default=1.0)
-    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument(
+        "--student-width", type=float, default=None,
+        help="default 1.0 (steps), 0.5 (online)",
+    )
+    parser.add_argument("--classes", type=int, default=1000, help="steps mode")
     parser.add_argument(
         "--precisions", nargs="+", default=["float32"], choices=distribute.PRECISIONS
     )
@@ -96,8 +132,42 @@ def parse_args(argv=None):
         "--kinds", nargs="+", default=list(STEP_KINDS), choices=STEP_KINDS
     )
     parser.add_argument("--skip-pipeline", action="store_true")
-    parser.add_argument("--out-dir", default="benchmarks/runs/imagenet_throughput")
-    return parser.parse_args(argv)
+    online = parser.add_argument_group("online mode")
+    online.add_argument("--epochs", type=int, default=3)
+    online.add_argument("--seed", type=int, default=0)
+    online.add_argument("--base-lr", type=float, default=0.1,
+                        help="for a global batch of 256 (linear rule)")
+    online.add_argument("--teacher-weights", default=None,
+                        help="a .keras / .weights.h5 teacher; default untrained")
+    online.add_argument("--validation-teacher", default="reuse",
+                        choices=("reuse", "always", "never"),
+                        help="keras-kd's Distiller(validation_teacher=...)")
+    online.add_argument("--teacher-jit-compile", default="auto",
+                        choices=("auto", "true", "false"),
+                        help="keras-kd's Distiller(teacher_jit_compile=...)")
+    online.add_argument("--quick", action="store_true",
+                        help="2 classes, 16 + 8 images each, 32 px, 1 epoch, "
+                             "MobileNetV2 x0.35 teacher and student")
+    parser.add_argument("--teacher-model", choices=("resnet50", "mobilenetv2", "mlp"),
+                        default="resnet50",
+                        help="online and teacher-xla modes (mlp: teacher-xla only)")
+    parser.add_argument("--out-dir", default=None,
+                        help="default benchmarks/runs/imagenet_throughput/<mode>")
+    args = parser.parse_args(argv)
+    mode_defaults = {
+        "steps": {"image_size": 224, "batch_size": 32, "student_width": 1.0},
+        "online": {"image_size": 112, "batch_size": 64, "student_width": 0.5},
+        "teacher-xla": {"image_size": 112, "batch_size": 64, "student_width": 0.5},
+    }[args.mode]
+    if args.quick:
+        mode_defaults = {"image_size": 32, "batch_size": 8, "student_width": 0.35}
+        args.epochs, args.teacher_model = 1, "mobilenetv2"
+    for name, value in mode_defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.out_dir is None:
+        args.out_dir = f"benchmarks/runs/imagenet_throughput/{args.mode}"
+    return args
 
 
 def pipeline_rows(args):
@@ -227,21 +297,222 @@ def step_rows(args):
     return rows
 
 
+def _median(values):
+    return statistics.median(values) if values else float("nan")
+
+
+def teacher_xla_rows(args):
+    """Seconds per teacher forward pass with and without XLA, interleaved rounds."""
+    shape = (args.image_size, args.image_size, 3)
+    if args.teacher_model == "mlp":
+        keras.utils.set_random_seed(0)
+        shape = (784,)
+        teacher = keras.Sequential([
+            keras.Input(shape), keras.layers.Dense(1200, activation="relu"),
+            keras.layers.Dense(1200, activation="relu"), keras.layers.Dense(10),
+        ])
+    else:
+        width = 1.0 if args.teacher_model == "resnet50" else args.student_width
+        teacher = imagenet_models.application(
+            args.teacher_model, 10, args.image_size, width=width
+        )
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 255, (args.batch_size, *shape)).astype("float32"))
+    passes = {
+        "without XLA": tf.function(lambda b: teacher(b, training=False)),
+        "with XLA": tf.function(lambda b: teacher(b, training=False), jit_compile=True),
+    }
+    first_call = {}
+    for name, run in passes.items():
+        start = time.perf_counter()
+        run(x).numpy()
+        first_call[name] = time.perf_counter() - start
+    times = {name: [] for name in passes}
+    for round_index in range(args.rounds):
+        order = list(passes) if round_index % 2 == 0 else list(passes)[::-1]
+        for name in order:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for _ in range(args.steps):
+                passes[name](x).numpy()
+            times[name].append(
+                ((time.perf_counter() - start) / args.steps,
+                 (time.process_time() - cpu_start) / args.steps)
+            )
+        print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
+            f"{n} {t[-1][0]:.3f} s" for n, t in times.items()), flush=True)
+    rows = [
+        {"pass": name, "teacher": args.teacher_model, "batch": args.batch_size,
+         "median_s": _median([w for w, _ in t]),
+         "median_cpu_s": _median([c for _, c in t]),
+         "first_call_s": first_call[name]}
+        for name, t in times.items()
+    ]
+    ratio = rows[0]["median_s"] / rows[1]["median_s"]
+    return rows, f"XLA speed-up (median without / median with): {ratio:.3f}x", {"ratio": ratio}
+
+
+def _peer(student, teacher, optimizer, metrics):
+    """keras.distillation.Distiller computing keras-kd's loss, and how it was made."""
+    try:
+        from keras_kd.peers import keras_distillation_peer
+    except ImportError:
+        keras_distillation_peer = None
+    if keras_distillation_peer is None:
+        model = imagenet_models.compile_run(
+            "peer", student, optimizer=optimizer, teacher=teacher,
+            temperature=TEMPERATURE, soft_weight=SOFT_WEIGHT,
+        )
+        return model, "imagenet_models.compile_run('peer')"
+    model = keras_distillation_peer(
+        student=student, teacher=teacher, temperature=TEMPERATURE,
+        soft_weight=SOFT_WEIGHT, optimizer=optimizer, metrics=metrics,
+    )
+    return model, "keras_kd.peers.keras_distillation_peer"
+
+
+def online_rows(args):
+    """keras-kd against keras.distillation, online, interleaved epoch by epoch."""
+    setup = distribute.configure(
+        "default", per_replica_batch_size=args.batch_size, base_lr=args.base_lr
+    )
+    data = imagenet.load_imagenet(args.data_dir, source="folder")
+    if args.quick:
+        data = data.subset(2, train_per_class=16, val_per_class=8)
+    classes = data.num_classes
+    steps = data.train.num_examples // setup.global_batch_size
+    if steps < 1:
+        raise SystemExit(
+            f"--batch-size {args.batch_size} exceeds the {data.train.num_examples} "
+            "training images"
+        )
+    val = imagenet.eval_dataset(data, image_size=args.image_size,
+                                batch_size=setup.global_batch_size)
+    total_steps = args.epochs * steps
+    if args.teacher_model not in imagenet_models.TEACHERS:
+        raise SystemExit(f"--teacher-model must be one of {imagenet_models.TEACHERS}")
+    # MobileNetV2 as a teacher (--quick) is as wide as the student.
+    teacher_width = args.student_width if args.teacher_model == "mobilenetv2" else 1.0
+    if args.teacher_weights:
+        teacher, origin = imagenet_models.pretrained_teacher(
+            args.teacher_model, args.teacher_weights, data.class_names,
+            args.image_size, width=teacher_width,
+        )
+    else:
+        keras.utils.set_random_seed(args.seed + 1)
+        teacher = imagenet_models.application(
+            args.teacher_model, classes, args.image_size, width=teacher_width,
+            model_name="teacher",
+        )
+        origin = f"{args.teacher_model}, untrained (random initialisation, seed + 1)"
+    keras.utils.set_random_seed(args.seed)
+    initial = imagenet_models.application(
+        "mobilenetv2", classes, args.image_size, width=args.student_width
+    ).get_weights()
+    jit = {"auto": "auto", "true": True, "false": False}[args.teacher_jit_compile]
+    models, students = {}, {}
+    for name in ("keras-kd", "keras.distillation"):
+        student = imagenet_models.application(
+            "mobilenetv2", classes, args.image_size, width=args.student_width,
+            model_name=f"student_{name.replace('.', '_').replace('-', '_')}",
+        )
+        student.set_weights(initial)
+        imagenet_models.set_batchnorm(student, 0.99)
+        optimizer = imagenet_models.sgd(
+            setup.learning_rate, total_steps, steps, momentum=0.9, weight_decay=1e-4
+        )
+        metrics = imagenet_models.accuracy_metrics(classes)
+        if name == "keras-kd":
+            import keras_kd
+
+            model = keras_kd.Distiller(
+                student=student, teacher=teacher, temperature=TEMPERATURE,
+                soft_weight=SOFT_WEIGHT, validation_teacher=args.validation_teacher,
+                teacher_jit_compile=jit,
+            )
+            model.compile(optimizer, metrics=metrics)
+            how = (f"keras_kd.Distiller(validation_teacher={args.validation_teacher!r}, "
+                   f"teacher_jit_compile={jit!r})")
+        else:
+            model, how = _peer(student, teacher, optimizer, metrics)
+        models[name], students[name] = (model, how), student
+    epoch_seconds = {name: [] for name in models}
+    val_top1 = {name: [] for name in models}
+    for epoch in range(args.epochs):
+        order = list(models) if epoch % 2 == 0 else list(models)[::-1]
+        for name in order:
+            model, _ = models[name]
+            train = imagenet.train_dataset(
+                data, image_size=args.image_size,
+                global_batch_size=setup.global_batch_size, seed=args.seed,
+                start_step=epoch * steps,
+            )
+            start = time.perf_counter()
+            history = model.fit(
+                train, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
+                validation_data=val, verbose=0,
+            ).history
+            epoch_seconds[name].append(time.perf_counter() - start)
+            val_top1[name].append(float(history["val_top1"][-1]))
+            print(f"epoch {epoch + 1}/{args.epochs} {name}: "
+                  f"{epoch_seconds[name][-1]:.1f} s with validation, "
+                  f"val_top1 {val_top1[name][-1]:.4f}", flush=True)
+    rows = []
+    for name, (_, how) in models.items():
+        scores = imagenet_models.score(students[name], val)
+        seconds = epoch_seconds[name]
+        rows.append({
+            "distiller": name,
+            "configured_as": how,
+            "epoch_s": " ".join(f"{t:.1f}" for t in seconds),
+            "median_epoch_2on_s": _median(seconds[1:]),
+            "total_s": sum(seconds),
+            "top1": scores["top1"],
+            "top5": scores["top5"],
+        })
+    ours, peer = rows
+    ratio_total = peer["total_s"] / ours["total_s"]
+    ratio_later = peer["median_epoch_2on_s"] / ours["median_epoch_2on_s"]
+    ratios = [p / o for p, o in zip(epoch_seconds["keras.distillation"],
+                                    epoch_seconds["keras-kd"])]
+    ours["speed_up_total"], peer["speed_up_total"] = ratio_total, 1.0
+    notes = (
+        f"keras-kd's speed-up over keras.distillation (wall time including "
+        f"validation): total {ratio_total:.3f}x, per epoch "
+        + ", ".join(f"{r:.3f}x" for r in ratios)
+        + f", median of epochs 2..{args.epochs}: {ratio_later:.3f}x. "
+        f"Top-1 difference (keras-kd - peer): "
+        f"{100 * (ours['top1'] - peer['top1']):+.2f} points. "
+        f"{data.train.num_examples} training / {data.val.num_examples} validation "
+        f"images, {classes} classes, {args.image_size} px, global batch "
+        f"{setup.global_batch_size}, {steps} steps per epoch, learning rate "
+        f"{setup.learning_rate:g}, T = {TEMPERATURE}, soft weight {SOFT_WEIGHT}; "
+        f"teacher {origin}."
+    )
+    curves = {f"{name} val_top1": values for name, values in val_top1.items()}
+    return rows, notes, {"epoch_seconds": epoch_seconds, "ratio_total": ratio_total,
+                         "ratio_epochs": ratios, "curves": curves}
+
+
+def steps_mode_rows(args):
+    rows = [] if args.skip_pipeline else pipeline_rows(args)
+    rows += step_rows(args)
+    return rows, "", {}
+
+
 def main(argv=None):
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()
-    rows = [] if args.skip_pipeline else pipeline_rows(args)
-    rows += step_rows(args)
+    run = {"steps": steps_mode_rows, "online": online_rows,
+           "teacher-xla": teacher_xla_rows}[args.mode]
+    rows, notes, extra = run(args)
     devices = [d.device_type for d in tf.config.list_physical_devices()]
     context = {
+        "mode": args.mode,
         "started_utc": started,
         "image_size": args.image_size,
         "batch_per_replica": args.batch_size,
-        "steps": args.steps,
-        "rounds": args.rounds,
         "student_width": args.student_width,
-        "classes": args.classes,
         "devices": devices,
         "cpu_count": os.cpu_count(),
         "load_average_before": load_before,
@@ -250,12 +521,20 @@ def main(argv=None):
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    out = Path(args.out_dir)
-    reports.write_json(out / "throughput.json", {"context": context, "rows": rows})
-    table = reports.markdown_table(rows, digits=1)
-    (out / "throughput.md").write_text(f"{context}\n\n{table}")
+    if args.mode == "steps":
+        context.update(steps=args.steps, rounds=args.rounds, classes=args.classes)
+    curves = extra.pop("curves", None)
+    with RunFolder(args.out_dir) as folder:
+        folder.write_results(
+            rows, title=f"ImageNet throughput ({args.mode})",
+            notes=f"{notes}\n\nContext: {context}", curves=curves,
+            curve_label="validation top-1", extra={"context": context, **extra},
+        )
     print(context)
-    print(table, end="")
+    for row in rows:
+        print(row)
+    if notes:
+        print(notes)
 
 
 if __name__ == "__main__":

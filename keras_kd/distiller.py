@@ -9,9 +9,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_kd import checks
+from keras_kd import checks, sequences
 from keras_kd import losses as kd_losses
 from keras_kd.batch import INPUTS, TEACHER_LOGITS, TEACHER_TEMPERATURE, split_batch
+from keras_kd.teacher_inference import (
+    TeacherInference,
+    TeacherOutputMemory,
+    output_classes_of,
+    validate_teacher_jit_compile,
+    validate_validation_teacher,
+    weights_digest,
+)
 
 # INPUTS, TEACHER_LOGITS and TEACHER_TEMPERATURE are defined in keras_kd.batch and
 # re-exported here for modules written against keras_kd 0.1.
@@ -227,15 +235,32 @@ def _resolve_distillation_losses(distillation_loss, temperature):
     return pairs, (own[0] if own else None)
 
 
-def _output_classes(model):
-    """The static size of `model`'s last output axis, or None if unknown."""
+def _output_shape(model):
+    """`model`'s static output shape, or None if unknown or several outputs."""
     try:
         shape = model.output_shape
     except (AttributeError, ValueError, RuntimeError):
         return None
     if isinstance(shape, list | tuple) and shape and isinstance(shape[0], tuple):
         return None  # several outputs: checked on the first batch instead
+    return tuple(shape) if shape else None
+
+
+def _output_classes(model):
+    """The static size of `model`'s last output axis, or None if unknown."""
+    shape = _output_shape(model)
     return shape[-1] if shape else None
+
+
+def _check_output_rank(student_logits) -> None:
+    """Refuses student outputs other than `(batch, classes)` or `(batch, time, classes)`."""
+    if student_logits.shape.rank not in (2, 3):
+        raise ValueError(
+            f"The student's output has shape {tuple(student_logits.shape)}; the "
+            "Distiller needs (batch, classes) logits, or (batch, time, classes) "
+            "logits of a sequence. Flatten other axes (e.g. the pixels of a "
+            "segmentation map) into the time axis, or pool them in the student."
+        )
 
 
 # Keras loss functions whose names mean their from-logits Loss class here.
@@ -289,12 +314,33 @@ def _takes_from_logits(loss) -> bool:
     return "from_logits" in parameters
 
 
-def _per_example(values):
-    """Reduces anything beyond the batch axis by its mean."""
+def _per_example(values, kept_axes: int = 1):
+    """Reduces anything beyond the first `kept_axes` axes (batch[, time]) by its mean."""
     values = tf.cast(values, tf.float32)
-    if values.shape.rank and values.shape.rank > 1:
-        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+    if values.shape.rank and values.shape.rank > kept_axes:
+        values = tf.reduce_mean(values, axis=list(range(kept_axes, values.shape.rank)))
     return values
+
+
+def _merge_time(labels):
+    """Sequence labels `(batch, time, ...)` as `(batch * time, ...)`."""
+    return tf.reshape(labels, tf.concat([[-1], tf.shape(labels)[2:]], axis=0))
+
+
+def _sequence_weights(student_logits, sample_weight, total):
+    """Token weights `(batch, time)` that make the Distiller's loss a token mean.
+
+    The train step divides `sum(total * weight)` by the global number of
+    sequences; see `keras_kd.sequences.mean_weights` for the scaling that turns
+    it into the mean over the global batch's valid tokens.
+    """
+    with tf.control_dependencies(
+        sequences.check_token_shapes(student_logits, sample_weight)
+    ):
+        tokens = sequences.token_weights(student_logits, sample_weight)
+    global_sequences = sequences.global_sum(tf.shape(total)[0])
+    weight, _ = sequences.mean_weights(tokens, global_sequences)
+    return weight
 
 
 def _defaults(function) -> dict:
@@ -361,6 +407,32 @@ class Distiller(keras.Model):
     `tf.distribute` strategy the loss is scaled so that an update equals the
     single-device update on the same global batch.
 
+    Validation (`evaluate`, and `fit(validation_data=...)`, which logs each
+    figure of `evaluate` with a `val_` prefix) and `validation_teacher`:
+
+    | key | `"reuse"` (default), `"always"` | `"never"` (labeled data) |
+    | --- | --- | --- |
+    | `val_loss` | `soft_weight * val_soft_loss + (1 - soft_weight) * val_hard_loss` + regularisation: the training objective, as keras.distillation's `val_loss` | `val_hard_loss` + regularisation: the student's own loss, as `student.evaluate` reports it |
+    | `val_soft_loss`, `val_<name>_loss` | the soft term(s) against the teacher at `T` | absent (unless the batches carry teacher logits) |
+    | `val_hard_loss` | the `compile` loss on the labels at `T = 1` | the same |
+    | `val_<metric>` | the compiled metrics of the student at `T = 1` | the same |
+
+    `"reuse"` and `"always"` log the same numbers; they differ in cost.
+    `"always"` runs the teacher on every validation batch. `"reuse"` runs it
+    once per validation example and remembers its outputs, keyed by a
+    fingerprint of the example's input bytes: from the second validation pass
+    on, validation costs what evaluating the student costs. The same examples
+    reshuffled or rebatched are recognised; a batch holding any example not
+    seen before (another validation set, random augmentation, different
+    preprocessing) runs the teacher, so no figure is ever computed from the
+    wrong teacher outputs. Remembered outputs are forgotten when the
+    teacher's weights, the teacher object or the temperature change (checked
+    at each `evaluate`; see `keras_kd.teacher_inference` for the memory
+    budget and the fingerprint). The teacher runs every time under
+    `compile(jit_compile=True)` (the memory cannot live in an XLA step) and
+    for sequence outputs. `"never"` does not run the teacher on labeled
+    validation data at all; unlabeled data is still scored against it.
+
     Teacher outputs may also arrive with the data, precomputed (see
     `keras_kd.cache`): a batch whose `x` is `keras_kd.batch.make_batch(inputs,
     logits)`, i.e. `{"inputs": ..., "teacher_logits": ...}`, is used as is and
@@ -391,10 +463,25 @@ class Distiller(keras.Model):
             also logged as `"<name>_loss"`; a loss of weight 0 is logged but
             not trained on. Each loss's per-example values are weighted,
             scaled and averaged like the built-in ones.
+        validation_teacher: What validation does with the teacher: `"reuse"`
+            (default: run it once per validation example, remember its
+            outputs), `"always"` (run it on every batch, as keras-kd 0.2 and
+            keras.distillation do) or `"never"` (score the student alone on
+            labeled data). See the table above for what each `val_*` means.
+        teacher_jit_compile: Compile the teacher's inference with XLA in its
+            own function, whatever `compile(jit_compile=...)` says for the
+            student's step: `"auto"` (default) does so on a GPU or TPU and
+            falls back with a warning when XLA cannot compile the teacher (on
+            a CPU every teacher measured ran slower under XLA; see
+            `keras_kd.teacher_inference`), `True` always (a `ValueError` if
+            XLA cannot), `False` never. Under `compile(jit_compile=True)` the
+            whole step is XLA already.
         name: Model name.
         **kwargs: Passed to `keras.Model` (e.g. `dtype="mixed_float16"`).
 
-    The student must output `(batch, classes)` logits; with `soft_weight` 0 or 1 the
+    The student outputs `(batch, classes)` logits, or `(batch, time, classes)` for
+    sequences (frames, tokens): then the losses are means over the global batch's
+    valid tokens, as `keras_kd.sequences` describes. With `soft_weight` 0 or 1 the
     unused term is logged but does not enter the loss.
 
     Before training, `fit` and `evaluate` check their data eagerly, whatever the
@@ -437,6 +524,8 @@ class Distiller(keras.Model):
         soft_weight: float = 0.9,
         teacher_outputs: str = "logits",
         distillation_loss: str | kd_losses.DistillationLoss | list = "tempered_kl",
+        validation_teacher: str = "reuse",
+        teacher_jit_compile: str | bool = "auto",
         name: str = "distiller",
         **kwargs,
     ):
@@ -449,6 +538,16 @@ class Distiller(keras.Model):
             )
         super().__init__(name=name, **kwargs)
         self.soft_weight = validate_soft_weight(soft_weight)
+        self.validation_teacher = validate_validation_teacher(validation_teacher)
+        self.teacher_jit_compile = validate_teacher_jit_compile(teacher_jit_compile)
+        # Built on first use: the teacher's compiled inference, and (for
+        # validation_teacher="reuse") its remembered validation outputs with
+        # the state of the teacher they were computed for.
+        self._teacher_inference = None
+        self._teacher_inference_of = None
+        self._validation_memory = None
+        self._validation_memory_state = None
+        self._in_test_step = False
         self.teacher_outputs = kd_losses.validate_teacher_outputs(teacher_outputs)
         pairs, loss_temperature = _resolve_distillation_losses(
             distillation_loss, temperature
@@ -505,6 +604,16 @@ class Distiller(keras.Model):
                 "`teacher` ends in a softmax but `teacher_outputs='logits'`. Either "
                 "pass teacher_outputs='probabilities', or (better, it keeps the "
                 "precision of large logits) give the teacher without its softmax."
+            )
+        teacher_shape, student_shape = _output_shape(teacher), _output_shape(student)
+        if None not in (teacher_shape, student_shape) and len(teacher_shape) != len(
+            student_shape
+        ):
+            raise ValueError(
+                f"Teacher and student outputs have different ranks: teacher "
+                f"{teacher_shape}, student {student_shape}. Both must output "
+                "(batch, classes) logits, or both (batch, time, classes) logits of "
+                "the same sequences."
             )
         teacher_classes = _output_classes(teacher)
         student_classes = _output_classes(student)
@@ -589,6 +698,12 @@ class Distiller(keras.Model):
         return self.student(split_batch(inputs)[0], training=training)
 
     def _teacher_logits(self, inputs, cached):
+        """The batch's teacher outputs: carried, remembered, or computed.
+
+        Returns None in a test step that scores the student alone
+        (`validation_teacher="never"`); `_compute_terms` then leaves the soft
+        term out.
+        """
         if cached is not None:
             return tf.stop_gradient(tf.cast(cached, tf.float32))
         if self.teacher is None:
@@ -597,13 +712,46 @@ class Distiller(keras.Model):
                 f"{TEACHER_LOGITS!r}. Pass `teacher=` or train on a dataset from "
                 "keras_kd.cache, whose batches include the teacher's outputs."
             )
-        if hasattr(self.teacher, "logits_at_temperature"):
-            outputs = self.teacher.logits_at_temperature(
-                inputs, self.temperature, training=False
-            )
+        if self._in_test_step == "student_only":
+            return None
+        outer_xla = self._step_uses_xla()
+        inference = self._teacher_pass()
+        memory = self._validation_memory if self._in_test_step else None
+        if memory is not None and not outer_xla:
+            outputs = memory.outputs(inputs, inference)
         else:
-            outputs = self.teacher(inputs, training=False)
+            outputs = inference(inputs, outer_xla=outer_xla)
         return tf.stop_gradient(tf.cast(outputs, tf.float32))
+
+    def _step_uses_xla(self) -> bool:
+        """Whether Keras compiles this model's steps with XLA (`compile(jit_compile=...)`)."""
+        try:
+            return bool(self.jit_compile)
+        except AttributeError:  # not compiled yet
+            return False
+
+    def _teacher_pass(self) -> TeacherInference:
+        """The teacher's inference in its own tf.function (see `teacher_jit_compile`)."""
+        teacher = self.teacher
+        # An id, not the model: Keras would track another reference as a layer.
+        if self._teacher_inference is None or self._teacher_inference_of != id(teacher):
+            if hasattr(teacher, "logits_at_temperature"):
+
+                def forward(x):
+                    return teacher.logits_at_temperature(
+                        x, self.temperature, training=False
+                    )
+
+            else:
+
+                def forward(x):
+                    return teacher(x, training=False)
+
+            self._teacher_inference = TeacherInference(
+                forward, jit_compile=self.teacher_jit_compile
+            )
+            self._teacher_inference_of = id(teacher)
+        return self._teacher_inference
 
     def _soft_term(self, teacher_logits, student_logits):
         """The per-example soft term, and each loss's values when there are several."""
@@ -630,7 +778,14 @@ class Distiller(keras.Model):
                 "The batch has labels but the Distiller was compiled with loss=None; "
                 "compile with a loss to use them."
             )
-        checks.check_labels(y, self.student_loss, student_logits.shape[-1])
+        sequence = sequences.is_sequence(student_logits)
+        # The label checks know (batch, ...) labels; a sequence's time steps are
+        # examples to them.
+        checks.check_labels(
+            _merge_time(y) if sequence else y,
+            self.student_loss,
+            student_logits.shape[-1],
+        )
         if isinstance(self.student_loss, keras.losses.Loss):
             # `call` gives per-example values; like `Loss.__call__`, cast the labels
             # to the loss dtype (integer one-hot labels, say).
@@ -638,7 +793,7 @@ class Distiller(keras.Model):
             values = self.student_loss.call(y, student_logits)
         else:
             values = self.student_loss(y, student_logits)
-        return _per_example(values)
+        return _per_example(values, kept_axes=2 if sequence else 1)
 
     @staticmethod
     def _global_batch_size(local_size):
@@ -671,17 +826,13 @@ class Distiller(keras.Model):
         if cached is not None or self.teacher is not None or teacher_required:
             teacher_logits = self._teacher_logits(inputs, cached)
         student_logits = self.student(inputs, training=training)
-        if student_logits.shape.rank != 2:
-            raise ValueError(
-                f"The student's output has shape {tuple(student_logits.shape)}; the "
-                "Distiller needs (batch, classes) logits. Flatten other axes into the "
-                "batch (e.g. frames of a sequence) or pool them in the student."
-            )
+        _check_output_rank(student_logits)
         soft = hard = None
         parts = []
         if teacher_logits is not None:
             with tf.control_dependencies(input_checks):
-                teacher_checks = checks.check_teacher_outputs(
+                teacher_checks = sequences.check_pair(teacher_logits, student_logits)
+                teacher_checks += checks.check_teacher_outputs(
                     teacher_logits, student_logits, self.teacher_outputs
                 )
             with tf.control_dependencies(input_checks + teacher_checks):
@@ -706,9 +857,12 @@ class Distiller(keras.Model):
                 "Nothing to evaluate: the batch has no labels and there is no teacher. "
                 "Give labels, a teacher, or cached teacher outputs."
             )
-        weight = None
-        if sample_weight is not None:
-            weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        if sequences.is_sequence(student_logits):
+            weight = _sequence_weights(student_logits, sample_weight, total)
+        else:
+            weight = None
+            if sample_weight is not None:
+                weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
         return soft, hard, total, weight, parts, student_logits
 
     @staticmethod
@@ -718,17 +872,35 @@ class Distiller(keras.Model):
     def _update_trackers(self, soft, hard, total, weight, parts, regularization):
         # Per-example values of the objective (Keras' "sum_over_batch_size"
         # convention: the mean of weight * loss). Metric variables sum over
-        # replicas, so the logged figures are global means.
-        self._loss_tracker.update_state(self._weighted(total, weight) + regularization)
+        # replicas, so the logged figures are global means. For sequences the
+        # mean is over valid tokens (the trackers' sample weight), which over an
+        # epoch gives the mean of every valid token seen.
+        tokens = sequences.unscaled_weights(weight)
+        valid = None
+        if tokens is not None:
+            weight, valid = tokens, tf.cast(tf.not_equal(tokens, 0.0), tf.float32)
+        self._loss_tracker.update_state(
+            self._weighted(total, weight) + regularization, sample_weight=valid
+        )
         if soft is not None:
-            self.soft_loss_tracker.update_state(self._weighted(soft, weight))
+            self.soft_loss_tracker.update_state(
+                self._weighted(soft, weight), sample_weight=valid
+            )
         for tracker, values in zip(self._part_trackers, parts):
-            tracker.update_state(self._weighted(values, weight))
+            tracker.update_state(self._weighted(values, weight), sample_weight=valid)
         if hard is not None:
-            self.hard_loss_tracker.update_state(self._weighted(hard, weight))
+            self.hard_loss_tracker.update_state(
+                self._weighted(hard, weight), sample_weight=valid
+            )
 
     def _logs(self, x, y, student_logits, sample_weight, soft, hard, parts):
         if y is not None and self._compile_metrics is not None:
+            if sequences.is_sequence(student_logits):
+                # Metrics count valid tokens only: the Keras mask on the outputs
+                # excludes padding (also padding given as weights of 0) from
+                # `metrics`, and `weighted_metrics` get the token weights.
+                sample_weight = sequences.token_weights(student_logits, sample_weight)
+                student_logits = sequences.with_mask(student_logits, sample_weight != 0.0)
             self._compile_metrics.update_state(y, student_logits, sample_weight)
         logs = {"loss": self._loss_tracker.result()}
         if soft is not None:
@@ -785,9 +957,20 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        soft, hard, total, weight, parts, student_logits = self._compute_terms(
-            x, y, sample_weight, training=False
+        # "never" scores the student alone where there is a loss to score it on;
+        # unlabeled data (or loss=None) is still scored against the teacher.
+        student_only = (
+            self.validation_teacher == "never"
+            and y is not None
+            and self.student_loss is not None
         )
+        self._in_test_step = "student_only" if student_only else True
+        try:
+            soft, hard, total, weight, parts, student_logits = self._compute_terms(
+                x, y, sample_weight, training=False
+            )
+        finally:
+            self._in_test_step = False
         self._update_trackers(soft, hard, total, weight, parts, self._regularization())
         return self._logs(x, y, student_logits, sample_weight, soft, hard, parts)
 
@@ -834,7 +1017,12 @@ class Distiller(keras.Model):
             return super().fit(*bound.args[1:], **bound.kwargs)
 
     def evaluate(self, *args, **kwargs):
-        """`keras.Model.evaluate`, after checking the data (see `check_data`)."""
+        """`keras.Model.evaluate`, after checking the data (see `check_data`).
+
+        What the teacher costs here, and what each logged figure means, depends
+        on `validation_teacher` (see the class docstring). `fit` validates
+        through this method, so the same holds for its `val_*` figures.
+        """
         if not kwargs.get("_use_cached_eval_dataset"):  # inside fit: checked there
             arguments = {
                 **_EVALUATE_DEFAULTS,
@@ -847,8 +1035,33 @@ class Distiller(keras.Model):
                 arguments["batch_size"],
                 training=False,
             )
+        self._prepare_validation_memory()
         with checks.plain_errors():
             return super().evaluate(*args, **kwargs)
+
+    def _prepare_validation_memory(self) -> None:
+        """Creates the memory of validation outputs, or empties it if stale.
+
+        Remembered outputs belong to the teacher's weights (and, for an
+        arithmetic ensemble, the temperature) they were computed with: a
+        change of either (or another teacher object) forgets them all. Costs
+        one SHA-256 of the teacher's weights per call while outputs are held.
+        """
+        if self.validation_teacher != "reuse" or self.teacher is None:
+            return
+        if self._step_uses_xla():
+            return  # the lookup table cannot run inside an XLA-compiled step
+        if self._validation_memory is None:
+            classes = output_classes_of(self.teacher)
+            if classes is None:
+                return  # sequence or unknown outputs: the teacher runs every time
+            with self.distribute_strategy.scope():
+                self._validation_memory = TeacherOutputMemory(classes)
+            self.test_function = None  # traced without the memory: trace again
+        state = (id(self.teacher), float(self.temperature), weights_digest(self.teacher))
+        if state != self._validation_memory_state:
+            self._validation_memory.clear()
+            self._validation_memory_state = state
 
     def train_on_batch(self, *args, **kwargs):
         with checks.plain_errors():
@@ -912,6 +1125,8 @@ class Distiller(keras.Model):
         )
         if whole and y is not None and self.student_loss is not None:
             labels = tf.convert_to_tensor(np.asarray(y))
+            if sequences.is_sequence(student_logits):
+                labels = _merge_time(labels)  # each time step is an example here
             checks.check_labels(labels, self.student_loss, student_logits.shape[-1])
             if training:
                 checks.warn_if_single_class(y, self.student_loss)
@@ -944,6 +1159,8 @@ class Distiller(keras.Model):
             "soft_weight": self.soft_weight,
             "teacher_outputs": self.teacher_outputs,
             "distillation_loss": _serialize_distillation_loss(self.distillation_loss),
+            "validation_teacher": self.validation_teacher,
+            "teacher_jit_compile": self.teacher_jit_compile,
             "trainable": self.trainable,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }

@@ -1,8 +1,9 @@
 """Soft-target losses of Hinton, Vinyals and Dean (2015), on logits.
 
 Everything here is pure math on logits: no models, no state. The losses return
-one value per example so that callers (the `Distiller`, a custom training loop)
-decide how to weight and reduce them.
+one value per example (per token for sequence outputs `(batch, time, classes)`)
+so that callers (the `Distiller`, a custom training loop) decide how to weight,
+mask and reduce them.
 
 Two forms:
 
@@ -111,6 +112,77 @@ def _tempered_kl(teacher_logits, student_logits, temperature):
     return (temperature**2) * kl
 
 
+def _tempered_kl_student_gradient(teacher_logits, student_logits, temperature, upstream):
+    """d(upstream . tempered_kl) / d student logits: `T * upstream * (q - p)`."""
+    p = ops.softmax(teacher_logits / temperature, axis=-1)
+    q = ops.softmax(student_logits / temperature, axis=-1)
+    return temperature * ops.expand_dims(upstream, -1) * (q - p)
+
+
+def validate_chunk_size(chunk_size) -> int | None:
+    """Returns `chunk_size` as an int >= 1 (or `None`), or raises a `ValueError`."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(
+            f"`chunk_size` must be a whole number >= 1 (rows of logits computed at "
+            f"once) or None (all at once), got {chunk_size!r}. For a 32k vocabulary, "
+            "256 to 1024 keeps each chunk's temporaries at 32-128 MB."
+        )
+    return chunk_size
+
+
+def _chunked_tempered_kl(teacher_logits, student_logits, temperature, chunk_size):
+    """`_tempered_kl` computed `chunk_size` rows at a time, forward and backward.
+
+    Only the per-row values and one chunk's temporaries are alive at once: the
+    gradient is recomputed chunk by chunk instead of being derived through
+    stored softmax outputs. A TensorFlow while-loop with one iteration in
+    flight bounds the memory, so this needs the TensorFlow backend (which the
+    Distiller needs anyway). The teacher's logits are constants here.
+    """
+    import tensorflow as tf  # the loop below has no keras.ops form with bounded memory
+
+    classes = student_logits.shape[-1]
+    leading = tf.shape(student_logits)[:-1]
+    teacher = tf.stop_gradient(tf.reshape(teacher_logits, [-1, classes]))
+    student = tf.reshape(student_logits, [-1, classes])
+    rows = tf.shape(student)[0]
+    chunks = (rows + chunk_size - 1) // chunk_size
+
+    def over_chunks(compute, element_shape, dtype=tf.float32):
+        """`compute(start, stop)` for each chunk, concatenated along rows."""
+        parts = tf.TensorArray(dtype, size=chunks, element_shape=element_shape, infer_shape=False)
+
+        def body(index, parts):
+            start = index * chunk_size
+            stop = tf.minimum(start + chunk_size, rows)
+            return index + 1, parts.write(index, compute(start, stop))
+
+        _, parts = tf.while_loop(
+            lambda index, _: index < chunks, body, (0, parts), parallel_iterations=1
+        )
+        return parts.concat()
+
+    @tf.custom_gradient
+    def per_row(student):
+        values = over_chunks(
+            lambda a, b: _tempered_kl(teacher[a:b], student[a:b], temperature), [None]
+        )
+
+        def gradient(upstream):
+            return over_chunks(
+                lambda a, b: _tempered_kl_student_gradient(
+                    teacher[a:b], student[a:b], temperature, upstream[a:b]
+                ),
+                [None, classes],
+            )
+
+        return values, gradient
+
+    return tf.reshape(per_row(student), leading)
+
+
 def _logit_matching(teacher_logits, student_logits):
     v = teacher_logits - ops.mean(teacher_logits, axis=-1, keepdims=True)
     z = student_logits - ops.mean(student_logits, axis=-1, keepdims=True)
@@ -118,7 +190,7 @@ def _logit_matching(teacher_logits, student_logits):
 
 
 def tempered_kl(teacher_logits, student_logits, temperature, teacher_outputs="logits"):
-    """Per-example `T^2 * KL(softmax(t / T) || softmax(s / T))`.
+    """Per-example (or per-token) `T^2 * KL(softmax(t / T) || softmax(s / T))`.
 
     The soft-target loss of Hinton et al. (2015), scaled by `T^2` so that its
     gradient keeps the same magnitude when the temperature changes: the gradient
@@ -130,13 +202,15 @@ def tempered_kl(teacher_logits, student_logits, temperature, teacher_outputs="lo
 
     Args:
         teacher_logits: Tensor `(batch, classes)` of teacher logits (or
-            probabilities, with `teacher_outputs="probabilities"`).
-        student_logits: Tensor `(batch, classes)` of student logits.
+            probabilities, with `teacher_outputs="probabilities"`), or
+            `(batch, time, classes)` for sequences.
+        student_logits: Tensor of student logits, the teacher's shape.
         temperature: Float > 0, the distillation temperature `T`.
         teacher_outputs: `"logits"` (default) or `"probabilities"`.
 
     Returns:
-        Float32 tensor `(batch,)`: the loss of each example.
+        Float32 tensor of the inputs' shape without the class axis: the loss
+        of each example `(batch,)` or token `(batch, time)`.
 
     Raises:
         ValueError: for a temperature <= 0 or an unknown `teacher_outputs`.
@@ -191,14 +265,16 @@ def _default_name(cls) -> str:
 class DistillationLoss:
     """Base class of a distillation loss: per-example values from two sets of logits.
 
-    Subclass it and implement `call(teacher_logits, student_logits)`, returning
-    a tensor of shape `(batch,)`: one value per example, not their mean. The
-    `Distiller` then weights those values by `sample_weight`, divides by the
-    global batch size under a `tf.distribute` strategy and logs them, exactly as
-    it does the built-in losses. Both arguments arrive as float32
-    `(batch, classes)` logits (a teacher with `teacher_outputs="probabilities"`
-    gives the log of its probabilities, see `as_logits`). Write the math in
-    `keras.ops` to keep it backend-independent.
+    Subclass it and implement `call(teacher_logits, student_logits)`, reducing
+    the class axis (the last) only: logits `(batch, classes)` give one value per
+    example `(batch,)`, sequence logits `(batch, time, classes)` one value per
+    token `(batch, time)`; never their mean. The `Distiller` then weights those
+    values by `sample_weight` (and, for sequences, the Keras mask), divides by
+    the global number of examples (or valid tokens) under a `tf.distribute`
+    strategy and logs them, exactly as it does the built-in losses. Both
+    arguments arrive as float32 logits of the same shape (a teacher with
+    `teacher_outputs="probabilities"` gives the log of its probabilities, see
+    `as_logits`). Write the math in `keras.ops` to keep it backend-independent.
 
     A loss that softens both sides at a temperature sets the attribute
     `temperature`: the `Distiller` then asks an ensemble teacher for logits
@@ -248,38 +324,46 @@ class DistillationLoss:
         self.name = name
 
     def call(self, teacher_logits, student_logits):
-        """Returns the per-example loss, a tensor of shape `(batch,)`.
+        """Returns the per-example (or per-token) loss.
 
         Args:
-            teacher_logits: Float32 tensor `(batch, classes)`.
-            student_logits: Float32 tensor `(batch, classes)`.
+            teacher_logits: Float32 tensor `(batch, classes)` or
+                `(batch, time, classes)`.
+            student_logits: Float32 tensor of the same shape.
 
         Returns:
-            Tensor `(batch,)`.
+            Tensor `(batch,)`, or `(batch, time)` for sequences.
         """
         raise NotImplementedError(
             f"{type(self).__name__} must implement call(teacher_logits, "
-            "student_logits), returning one value per example."
+            "student_logits), returning one value per example (per token for "
+            "sequences)."
         )
 
     def __call__(self, teacher_logits, student_logits):
-        """`call` on float32 logits, with its result checked to be `(batch,)`.
+        """`call` on float32 logits, its result checked to drop the class axis only.
 
         Raises:
-            ValueError: when `call` returns anything but one value per example.
+            ValueError: when `call` returns anything but one value per example
+                (or per token).
         """
         teacher_logits = ops.cast(teacher_logits, "float32")
         student_logits = ops.cast(student_logits, "float32")
         values = ops.cast(self.call(teacher_logits, student_logits), "float32")
         shape = tuple(values.shape)
-        batch = tuple(student_logits.shape)[:1]
-        if len(shape) != 1 or None not in (shape[0], *batch) and shape != batch:
+        expected = tuple(student_logits.shape)[:-1]
+        if len(shape) != len(expected) or not all(
+            None in (got, want) or got == want for got, want in zip(shape, expected)
+        ):
+            kind = "example, shape (batch,)" if len(expected) == 1 else (
+                f"token, shape {expected}"
+            )
             raise ValueError(
                 f"Distillation loss {self.name!r} ({type(self).__name__}.call) returned "
-                f"shape {shape} for a batch of shape {tuple(student_logits.shape)}; it "
-                "must return one value per example, shape (batch,). Reduce the class "
-                "axis only (e.g. keras.ops.sum(..., axis=-1)), not the batch: the "
-                "Distiller weights and averages the examples itself."
+                f"shape {shape} for logits of shape {tuple(student_logits.shape)}; it "
+                f"must return one value per {kind}. Reduce the class axis only (e.g. "
+                "keras.ops.sum(..., axis=-1)), not the batch or time: the Distiller "
+                "weights, masks and averages the examples itself."
             )
         return values
 
@@ -304,14 +388,26 @@ class TemperedKL(DistillationLoss):
     The paper's soft-target loss, and the `Distiller`'s default: its gradient
     with respect to a student logit is `T * (q_i - p_i)`. Computed from
     log-softmax in float32 (finite for `T` in `[0.5, 100]` and logits up to
-    +-1e4).
+    +-1e4). Sequence logits `(batch, time, classes)` give one value per token.
+
+    With `chunk_size`, the loss and its gradient are computed `chunk_size`
+    rows (examples or tokens) at a time, so that the temporaries of the
+    softmax over a large vocabulary exist for one chunk only instead of for
+    every token at once (see `benchmarks/sequence_loss_memory.py` for the
+    memory measured at a 32,768 vocabulary). The values and the gradient with
+    respect to the student are the unchunked ones up to float rounding; the
+    teacher's logits are treated as constants (the `Distiller` does so
+    anyway), and the loop needs the TensorFlow backend.
 
     Args:
         temperature: Float > 0, the distillation temperature `T`.
+        chunk_size: Rows of logits per chunk, or `None` (default) for all at
+            once. 256-1024 suits a vocabulary of 32k.
         name: Logged name (default `"tempered_kl"`).
 
     Raises:
-        ValueError: for a temperature that is not a finite number > 0.
+        ValueError: for a temperature that is not a finite number > 0, or a
+            `chunk_size` that is not a whole number >= 1.
 
     Example:
 
@@ -319,19 +415,37 @@ class TemperedKL(DistillationLoss):
     >>> values = loss([[2.0, 0.0], [1.0, 1.0]], [[2.0, 0.0], [1.0, 1.0]])
     >>> keras.ops.convert_to_numpy(values).tolist()
     [0.0, 0.0]
+    >>> chunked = TemperedKL(temperature=2.0, chunk_size=1)
+    >>> teacher, student = [[[2.0, 0.0], [0.0, 1.0]]], [[[0.0, 0.0], [0.0, 1.0]]]
+    >>> tokens = keras.ops.convert_to_numpy(chunked(teacher, student))
+    >>> tokens.shape, round(float(tokens[0, 0]), 4), float(tokens[0, 1])
+    ((1, 2), 0.4438, 0.0)
     """
 
-    def __init__(self, temperature: float = 4.0, name: str | None = None):
+    def __init__(
+        self,
+        temperature: float = 4.0,
+        name: str | None = None,
+        chunk_size: int | None = None,
+    ):
         super().__init__(name=name)
         self.temperature = validate_temperature(temperature)
+        self.chunk_size = validate_chunk_size(chunk_size)
 
     def call(self, teacher_logits, student_logits):
-        """Per-example tempered KL, shape `(batch,)`."""
-        return _tempered_kl(teacher_logits, student_logits, self.temperature)
+        """Per-example (or per-token) tempered KL: the logits' shape without classes."""
+        if self.chunk_size is None:
+            return _tempered_kl(teacher_logits, student_logits, self.temperature)
+        return _chunked_tempered_kl(
+            teacher_logits, student_logits, self.temperature, self.chunk_size
+        )
 
     def get_config(self) -> dict:
-        """The temperature and the name."""
-        return {**super().get_config(), "temperature": self.temperature}
+        """The temperature, the chunk size and the name."""
+        config = {**super().get_config(), "temperature": self.temperature}
+        if self.chunk_size is not None:
+            config["chunk_size"] = self.chunk_size
+        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_kd")
@@ -352,7 +466,7 @@ class LogitMatching(DistillationLoss):
     """
 
     def call(self, teacher_logits, student_logits):
-        """Per-example logit matching, shape `(batch,)`."""
+        """Per-example (or per-token) logit matching."""
         return _logit_matching(teacher_logits, student_logits)
 
 

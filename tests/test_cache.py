@@ -294,3 +294,79 @@ def test_logits_beyond_float16_are_refused(x, tmp_path):
     with pytest.raises(ValueError, match="dtype='float32'"):
         _build(huge, x, tmp_path / "cache")
     assert np.isfinite(_build(huge, x, tmp_path / "wide", dtype="float32").logits()).all()
+
+
+@pytest.mark.parametrize("batch_size", [None, 7, 40])
+def test_xla_build_with_a_padded_last_batch_stores_the_teachers_logits(
+    teacher, x, tmp_path, batch_size
+):
+    # 40 examples in batches of 7: the last batch (5 rows) is padded for XLA.
+    cache = _build(teacher, x, tmp_path / "cache", jit_compile=True,
+                   batch_size=batch_size, dtype="float32")
+    np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
+    plain = _build(teacher, x, tmp_path / "plain", jit_compile=False,
+                   batch_size=batch_size, dtype="float32")
+    np.testing.assert_allclose(cache.logits(), plain.logits(), atol=1e-5)
+
+
+def test_xla_build_of_augmented_views_of_an_ensemble(x, tmp_path):
+    ensemble = TeacherEnsemble([_dense(1), _dense(2)], mean="arithmetic")
+    cache = _build(ensemble, x, tmp_path / "cache", views=2, augment=_jitter,
+                   batch_size=6, jit_compile=True, dtype="float32")
+    plain = _build(ensemble, x, tmp_path / "plain", views=2, augment=_jitter,
+                   batch_size=6, jit_compile=False, dtype="float32")
+    np.testing.assert_allclose(
+        cache.logits(temperature=2.0), plain.logits(temperature=2.0), atol=1e-5
+    )
+
+
+def test_auto_batch_size_is_capped_and_fits_the_memory_budget(monkeypatch):
+    from keras_kd import cache as cache_module
+
+    small = _dense(1)
+    assert cache_module.auto_batch_size(small, (FEATURES,), 10) == 10
+    assert cache_module.auto_batch_size(small, (FEATURES,), 10**6) == 1024
+    # 4 bytes * (5 inputs + 4 outputs) = 36 bytes an example; a budget of
+    # 8 * 360 bytes (an eighth of the "memory") fits 10 examples.
+    monkeypatch.setattr(cache_module.os, "sysconf", lambda name: 360 if name == "SC_PAGE_SIZE" else 8)
+    assert cache_module.auto_batch_size(small, (FEATURES,), 10**6) == 10
+
+
+def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
+    from keras_kd import cache as cache_module
+
+    seen = []
+    original = cache_module._run_padded
+
+    def tight_memory(forward, inputs, batch_size):
+        seen.append(batch_size)
+        if batch_size > 8:
+            raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
+        return original(forward, inputs, batch_size)
+
+    monkeypatch.setattr(cache_module, "_run_padded", tight_memory)
+    cache = _build(teacher, x, tmp_path / "cache", batch_size=32, dtype="float32")
+    assert seen[:3] == [32, 16, 8] and set(seen[3:]) == {8}
+    np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
+
+
+def test_the_batch_size_tuner_keeps_the_fastest_size():
+    from keras_kd.cache import _BatchSizeTuner
+
+    per_example = {64: 1.0, 128: 0.6, 256: 0.5, 512: 0.55, 1024: 0.4}  # seconds
+    tuner = _BatchSizeTuner(cap=1024)
+    sizes = []
+    for _ in range(20):
+        size = tuner.batch_size
+        sizes.append(size)
+        tuner.record(size * per_example[size])
+    # 64, 128, 256 gain; 512 is slower, so the search stops (1024 is never tried).
+    assert sizes[:8] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert set(sizes[8:]) == {256}
+    assert _BatchSizeTuner(cap=40).batch_size == 40
+
+
+def test_a_tuned_build_stores_the_teachers_logits(teacher, tmp_path):
+    x = np.random.default_rng(3).normal(size=(700, FEATURES)).astype("float32")
+    cache = _build(teacher, x, tmp_path / "cache", shard_size=256, dtype="float32")
+    np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)

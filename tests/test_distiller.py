@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import assert_two_replicas_train_as_one
 
 from keras_kd import Distiller, losses
 
@@ -211,33 +212,16 @@ def test_mirrored_strategy_gives_the_single_device_update():
     """Two replicas, same global batch: same weights and same logged losses."""
     x, y = _data(64, seed=3)
     w = np.linspace(0.5, 1.5, 64).astype("float32")
-    initial_student = _mlp(8, 2, "student").get_weights()
-    initial_teacher = _mlp(16, 1, "teacher").get_weights()
 
-    def train(strategy):
-        with strategy.scope():
-            teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
-            teacher.set_weights(initial_teacher)
-            student.set_weights(initial_student)
-            distiller = Distiller(student=student, teacher=teacher, temperature=3.0, soft_weight=0.6)
-            distiller.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
-        # A repeated dataset with a step count: an epoch that ended on the end of
-        # the data would leave a collective op of one replica pending, and a
-        # later strategy in the same process could collide with its key.
-        data = tf.data.Dataset.from_tensor_slices((x, y, w)).batch(16).repeat()
-        history = distiller.fit(data, epochs=3, steps_per_epoch=4, verbose=0).history
-        return student.get_weights(), history
+    def distiller(teacher, student):
+        model = Distiller(student=student, teacher=teacher, temperature=3.0, soft_weight=0.6)
+        model.compile(optimizer=keras.optimizers.Adam(0.01), metrics=["accuracy"])
+        return model
 
-    mirrored = tf.distribute.MirroredStrategy(
-        ["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice()
+    assert_two_replicas_train_as_one(
+        lambda: (_mlp(16, 1, "teacher"), _mlp(8, 2, "student")), distiller, (x, y, w),
+        log_keys=("loss", "soft_loss", "hard_loss", "accuracy"), epochs=3,
     )
-    assert mirrored.num_replicas_in_sync == 2
-    single_weights, single_logs = train(tf.distribute.get_strategy())
-    mirrored_weights, mirrored_logs = train(mirrored)
-    for a, b in zip(single_weights, mirrored_weights):
-        np.testing.assert_allclose(a, b, atol=2e-5)
-    for key in ("loss", "soft_loss", "hard_loss", "accuracy"):
-        np.testing.assert_allclose(single_logs[key], mirrored_logs[key], rtol=1e-4)
 
 
 def test_config_round_trip_and_keras_file(tmp_path):
@@ -424,18 +408,6 @@ def test_integer_one_hot_labels_with_categorical_loss():
     as_ints = distiller.evaluate(x, np.eye(CLASSES, dtype="int32")[y], verbose=0)
     as_floats = distiller.evaluate(x, np.eye(CLASSES, dtype="float32")[y], verbose=0)
     assert as_ints == pytest.approx(as_floats, rel=1e-6)
-
-
-def test_student_output_of_rank_three_is_refused():
-    student = keras.Sequential(
-        [keras.Input((3, FEATURES)), keras.layers.Dense(CLASSES)], name="per_step"
-    )
-    x = np.zeros((8, 3, FEATURES), "float32")
-    distiller = Distiller(student=student, teacher=None, temperature=2.0)
-    distiller.compile()
-    batch = {"inputs": x, "teacher_logits": np.zeros((8, 3, CLASSES), "float32")}
-    with pytest.raises(ValueError, match=r"\(batch, classes\) logits"):
-        distiller.fit(batch, np.zeros((8, 3), "int32"), verbose=0)
 
 
 def test_alpha_one_leaves_the_hard_term_out_of_the_loss():

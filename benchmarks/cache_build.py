@@ -1,0 +1,151 @@
+"""Teacher-cache build time: this checkout against another keras-kd (e.g. 0.1.0/HEAD).
+
+Times `keras_kd.cache.build_teacher_cache` over MNIST's 60,000 training images
+with an untrained teacher (its speed does not depend on its weights): the
+MNIST MLP of the paper (784-1200-1200-10) or a small convolutional network.
+Each build runs in its own worker process (two versions of `keras_kd` cannot
+share one), which times the build alone: not the start of Python, the import
+of TensorFlow or the loading of MNIST. Rounds alternate the two versions (and
+which goes first), so a change of load on the machine hits both alike; the
+ratio is of the medians.
+
+Make the baseline package with, for example:
+
+    rm -rf /tmp/kd-head && mkdir /tmp/kd-head && git archive HEAD keras_kd | tar -x -C /tmp/kd-head
+
+Example:
+
+    nice -n 5 python benchmarks/cache_build.py --baseline /tmp/kd-head --teacher mlp --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHERS = ("mlp", "cnn")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", help="folder holding the baseline keras_kd package")
+    parser.add_argument("--teacher", choices=TEACHERS, default="mlp")
+    parser.add_argument("--examples", type=int, default=60000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--data-dir", default=None, help="default $KERAS_KD_DATA_DIR")
+    parser.add_argument("--out", default="benchmarks/runs/cache_build")
+    parser.add_argument("--quick", action="store_true", help="6,000 examples, 1 round")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def teacher_model(kind: str):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    if kind == "mlp":
+        layers = [
+            keras.Input((784,)),
+            keras.layers.Dense(1200, activation="relu"),
+            keras.layers.Dense(1200, activation="relu"),
+        ]
+    else:
+        layers = [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+        ]
+    return keras.Sequential([*layers, keras.layers.Dense(10)], name=f"teacher_{kind}")
+
+
+def worker(args) -> None:
+    """Builds one cache and prints `{"seconds": ...}` (run by `main` in a subprocess)."""
+    import keras_kd
+    from keras_kd.cache import build_teacher_cache
+    from keras_kd.datasets.mnist import load_mnist
+
+    (x, _), _ = load_mnist(args.data_dir)
+    x = x[: args.examples].astype("float32") / 255.0
+    x = x.reshape(len(x), 784) if args.teacher == "mlp" else x[..., None]
+    teacher = teacher_model(args.teacher)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        build_teacher_cache(teacher, x, Path(folder) / "cache", verbose=False)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds, "keras_kd": str(Path(keras_kd.__file__).parent)}))
+
+
+def run_worker(package_root: Path, args) -> float:
+    command = [
+        sys.executable, __file__, "--worker", "--teacher", args.teacher,
+        "--examples", str(args.examples),
+    ]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    env = {**os.environ, "PYTHONPATH": str(package_root), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker for {package_root} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if Path(result["keras_kd"]).parent.resolve() != package_root.resolve():
+        raise RuntimeError(f"worker imported {result['keras_kd']}, not {package_root}")
+    return result["seconds"]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    if args.quick:
+        args.examples, args.rounds = min(args.examples, 6000), 1
+    if not args.baseline or not (Path(args.baseline) / "keras_kd").is_dir():
+        print(f"--baseline must be a folder holding a keras_kd package, got {args.baseline!r}",
+              file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(ROOT))
+    from keras_kd.runs import RunFolder
+
+    versions = {"baseline": Path(args.baseline), "this checkout": ROOT}
+    times = {name: [] for name in versions}
+    for round_index in range(args.rounds):
+        order = list(versions) if round_index % 2 == 0 else list(versions)[::-1]
+        for name in order:
+            times[name].append(run_worker(versions[name], args))
+            print(f"round {round_index + 1}/{args.rounds} {name}: "
+                  f"{times[name][-1]:.2f} s", flush=True)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    ratio = medians["baseline"] / medians["this checkout"]
+    rows = [
+        {"version": name, "teacher": args.teacher, "examples": args.examples,
+         "median_s": medians[name], "rounds_s": " ".join(f"{t:.2f}" for t in times[name])}
+        for name in versions
+    ]
+    notes = (
+        f"Speed-up (baseline median / this checkout's median): {ratio:.3f}x. "
+        f"Baseline package: {args.baseline}. Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"load average {os.getloadavg()[0]:.1f}."
+    )
+    with RunFolder(Path(args.out) / args.teacher) as runs:
+        runs.write_results(rows, title="Teacher-cache build time", notes=notes,
+                           extra={"ratio": ratio})
+    for row in rows:
+        print(row)
+    print(notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
