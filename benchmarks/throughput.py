@@ -30,14 +30,24 @@ parent times one call of each worker per round, round after round, and reports
 the median wall and CPU time per step and the speed ratios (the control's ratio
 is the noise floor of the shared machine).
 
+The measurement is a run of a `keras_kd.runs.RunFolder` under `--out` (default
+benchmarks/runs/throughput, or benchmarks/runs/throughput_vs_baseline when
+comparing), fingerprinted by every option that shapes it: a rerun with the same
+options rewrites the results from the stored measurement (use another `--out` to
+measure again); a rerun with other options is refused, naming each one that
+differs. The folder gets `results.md` and `results.json` and, for all variants,
+`rounds.png` (each variant's time per step, round by round). `--results PATH`
+also copies `results.md` to PATH (how benchmarks/results/ is recorded).
+
 Usage:
 
-    nice -n 10 .venv/bin/python benchmarks/throughput.py            # 9 rounds of one epoch
     nice -n 10 .venv/bin/python benchmarks/throughput.py \
-        --baseline-python /tmp/keras-kd-0.1.0/bin/python --rounds 15  # this vs 0.1.0
-
-Writes benchmarks/runs/throughput/<date>.json and benchmarks/results/throughput.md
-(or, when comparing, benchmarks/results/throughput_vs_baseline.md).
+        --results benchmarks/results/throughput.md        # 9 rounds of one epoch
+    nice -n 10 .venv/bin/python benchmarks/throughput.py \
+        --baseline-python /tmp/keras-kd-0.1.0/bin/python --rounds 15 \
+        --results benchmarks/results/throughput_vs_baseline.md  # this vs 0.1.0
+    .venv/bin/python benchmarks/throughput.py --rounds 1 --steps 2 --warmup-steps 1 \
+        --examples 512 --members 2 --out /tmp/throughput-smoke  # a smoke run
 """
 
 from __future__ import annotations
@@ -53,6 +63,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,10 +75,20 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 # keras_kd is imported inside the functions: a --worker process may run an older
-# keras_kd (the baseline of --baseline-python), which lacks some of these modules.
+# keras_kd (the baseline of --baseline-python), which lacks some of these modules
+# (keras_kd.runs, keras_kd.peers, keras_kd.models among them).
 
 ROOT = Path(__file__).resolve().parent
 INPUT_SIZE, CLASSES = 784, 10
+VARIANTS_TITLE = "Throughput: plain, online, keras.distillation and cached distillation"
+BASELINE_TITLE = "kd_online: this keras_kd against a baseline, interleaved"
+# The options that shape a measurement (its fingerprint in the run folder).
+SHARED_SETTINGS = (
+    "rounds", "steps", "warmup_steps", "batch_size", "examples", "student_hidden",
+    "temperature", "soft_weight", "jit_compile", "steps_per_execution",
+)
+VARIANTS_SETTINGS = (*SHARED_SETTINGS, "members", "mean")
+BASELINE_SETTINGS = (*SHARED_SETTINGS, "baseline_python")
 
 
 def parse_args(argv=None):
@@ -89,10 +110,11 @@ def parse_args(argv=None):
     parser.add_argument("--jit-compile", action="store_true", help="XLA for every variant")
     parser.add_argument("--steps-per-execution", type=int, default=1,
                         help="Keras steps_per_execution for every variant")
-    parser.add_argument("--run-dir", default=str(ROOT / "runs" / "throughput"))
+    parser.add_argument("--out", default=None,
+                        help="run folder (default: benchmarks/runs/throughput, or "
+                             "benchmarks/runs/throughput_vs_baseline with --baseline-python)")
     parser.add_argument("--results", default=None,
-                        help="Markdown report (default: benchmarks/results/throughput.md, "
-                             "or throughput_vs_baseline.md with --baseline-python)")
+                        help="also copy results.md here, e.g. benchmarks/results/throughput.md")
     parser.add_argument("--baseline-python", default=None,
                         help="compare kd_online with the keras_kd this Python imports")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -136,11 +158,17 @@ def compile_kwargs(args):
             "steps_per_execution": args.steps_per_execution}
 
 
+def column_order(tables: dict) -> dict:
+    """Each table's column names in order of appearance (record.json sorts keys)."""
+    return {name: list(dict.fromkeys(key for row in rows for key in row))
+            for name, rows in tables.items()}
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bytes_per_example_table(run_dir: Path) -> list[dict]:
+def bytes_per_example_table(scratch: Path) -> list[dict]:
     """Cache size per example for full and top-k storage, 10 and 1000 classes."""
     from keras_kd.cache import build_teacher_cache
 
@@ -150,7 +178,7 @@ def bytes_per_example_table(run_dir: Path) -> list[dict]:
         keras.utils.set_random_seed(classes)
         teacher = keras.Sequential([keras.Input((32,)), keras.layers.Dense(classes)])
         for k in ks:
-            directory = run_dir / f"size-{classes}-{k}"
+            directory = scratch / f"size-{classes}-{k}"
             cache = build_teacher_cache(
                 teacher, x, directory, top_k=k, shard_size=2048, verbose=False
             )
@@ -167,19 +195,53 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    if args.baseline_python:
-        return compare_with_baseline(args, argv)
-    return all_variants(args, argv)
+    from keras_kd.commands import run_reporting_errors
+
+    return run_reporting_errors("throughput benchmark", lambda: measure_in_run_folder(args, argv))
 
 
-def all_variants(args, argv):
-    """Times every variant, interleaved, and writes the full report."""
+def measure_in_run_folder(args, argv) -> int:
+    """Measures (or reuses the measurement of the same settings) and writes results.
+
+    Raises:
+        keras_kd.runs.RunSettingsError: when `--out` holds a measurement made
+            with other settings; the message names each one.
+    """
+    from keras_kd import files
+    from keras_kd.runs import RunFolder
+
+    comparing = bool(args.baseline_python)
+    out = Path(args.out or ROOT / "runs" / ("throughput_vs_baseline" if comparing else "throughput"))
+    names = BASELINE_SETTINGS if comparing else VARIANTS_SETTINGS
+    settings = {"mode": "vs_baseline" if comparing else "variants",
+                **{name: getattr(args, name) for name in names}}
+    with RunFolder(out) as runs:
+        measure = compare_with_baseline if comparing else all_variants
+        record = runs.model("measurement", settings).get_or_measure(
+            lambda run: measure(args, argv, run.folder))
+        write = write_baseline_results if comparing else write_variants_results
+        report = write(runs, record)
+    print(report)
+    if args.results:
+        files.atomic_write_text(Path(args.results), report)
+        print(f"wrote {args.results}")
+    return 0
+
+
+def all_variants(args, argv, folder: Path) -> dict:
+    """Times every variant, interleaved; returns the measurement's record.
+
+    Teacher caches are built in a scratch folder below `folder` (removed at the end).
+    """
+    with tempfile.TemporaryDirectory(prefix="scratch-", dir=folder) as scratch:
+        return _time_variants(args, argv, Path(scratch))
+
+
+def _time_variants(args, argv, scratch: Path) -> dict:
     from keras_kd.cache import build_teacher_cache
-    from keras_kd.reports import markdown_table
+    from keras_kd.peers import keras_distillation_peer
     from keras_kd.teachers import TeacherEnsemble
 
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now()
     batch = args.batch_size
     steps_per_epoch = int(np.ceil(args.examples / batch))
@@ -195,13 +257,11 @@ def all_variants(args, argv):
     initial_student = mlp(hidden, 1, "student").get_weights()
     rss_setup = peak_rss_mib()
 
-    cache_dir = run_dir / "cache-ensemble"
-    shutil.rmtree(cache_dir, ignore_errors=True)
+    cache_dir = scratch / "cache-ensemble"
     t0 = time.perf_counter()
     ensemble_cache = build_teacher_cache(ensemble, x, cache_dir, verbose=False)
     build_ensemble_s = time.perf_counter() - t0
-    single_dir = run_dir / "cache-single"
-    shutil.rmtree(single_dir, ignore_errors=True)
+    single_dir = scratch / "cache-single"
     t0 = time.perf_counter()
     single_cache = build_teacher_cache(teacher, x, single_dir, verbose=False)
     build_single_s = time.perf_counter() - t0
@@ -223,17 +283,9 @@ def all_variants(args, argv):
     plain.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs(args))
     variants["plain"] = fitter(plain, online_data())
 
-    keras_distiller = keras.distillation.Distiller(
-        teacher=teacher,
-        student=student(),
-        distillation_losses=keras.distillation.LogitsDistillation(
-            temperature=args.temperature, loss=keras.losses.KLDivergence()
-        ),
-        # total = w * CE + (1 - w) * KD: the soft term gets 1 - w = soft_weight.
-        student_loss_weight=1.0 - args.soft_weight,
-    )
-    keras_distiller.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **compile_kwargs(args)
+    keras_distiller = keras_distillation_peer(
+        student=student(), teacher=teacher, temperature=args.temperature,
+        soft_weight=args.soft_weight, **compile_kwargs(args),
     )
     variants["keras_distiller"] = fitter(keras_distiller, online_data())
 
@@ -326,11 +378,12 @@ def all_variants(args, argv):
          "build s": round(build_single_s, 2),
          "bytes/example": round(single_cache.bytes_per_example(), 1)},
     ]
-    size_rows = bytes_per_example_table(run_dir)
+    size_rows = bytes_per_example_table(scratch)
     memory = {"after setup MiB": round(rss_setup, 1), "after cache builds MiB": round(rss_build, 1),
               "end of run MiB": round(peak_rss_mib(), 1)}
 
-    command = "nice -n 10 .venv/bin/python benchmarks/throughput.py " + " ".join(argv or sys.argv[1:])
+    command = "nice -n 10 .venv/bin/python benchmarks/throughput.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
     header = (
         f"Command: `{command.strip()}`  \n"
         f"Date: {started:%Y-%m-%d %H:%M}; TF {tf.__version__}, Keras {keras.__version__}, "
@@ -340,36 +393,46 @@ def all_variants(args, argv):
         f"{args.rounds} interleaved rounds, warm-up excluded, T={args.temperature}, soft_weight={args.soft_weight}, "
         f"{args.examples} synthetic examples, ensemble of {args.members} ({args.mean} mean)."
     )
-    report = "\n".join([
-        "# Throughput: plain, online, keras.distillation and cached distillation",
+    return {"header": header, "date": started.isoformat(), "steps": steps,
+            "wall_s": wall, "cpu_s": cpu, "rows": rows, "checks": checks,
+            "cache": cache_rows, "sizes": size_rows, "memory": memory,
+            "columns": column_order({"rows": rows, "checks": checks, "cache": cache_rows,
+                                     "sizes": size_rows, "memory": [memory]})}
+
+
+def write_variants_results(runs, record: dict) -> str:
+    """Writes `results.md`, `results.json` and `rounds.png`; returns the Markdown."""
+    from keras_kd.reports import markdown_table, plot_curves
+
+    columns = record["columns"]
+    notes = "\n".join([
+        "Training throughput of each variant (above).",
         "",
-        header,
+        record["header"],
         "",
-        "## Training throughput",
-        "",
-        markdown_table(rows),
         "## Criteria",
         "",
-        markdown_table(checks),
+        markdown_table(record["checks"], columns["checks"]),
         "## Cache",
         "",
-        markdown_table(cache_rows, digits=2),
+        markdown_table(record["cache"], columns["cache"], digits=2),
         "Bytes per example on disk (npy headers included, 2,048 examples, one stream):",
         "",
-        markdown_table(size_rows, digits=1),
+        markdown_table(record["sizes"], columns["sizes"], digits=1),
         "Peak resident memory of the benchmark process (ru_maxrss, cumulative):",
         "",
-        markdown_table([memory], digits=0),
+        markdown_table([record["memory"]], columns["memory"], digits=0),
+        "`rounds.png`: each variant's wall time per step, round by round.",
     ])
-    print(report)
-    payload = {"args": vars(args), "date": started.isoformat(), "wall_s": wall, "cpu_s": cpu,
-               "rows": rows, "checks": checks, "cache": cache_rows, "sizes": size_rows,
-               "memory": memory}
-    (run_dir / f"{started:%Y%m%d-%H%M%S}.json").write_text(json.dumps(payload, indent=1, default=str))
-    results = Path(args.results or ROOT / "results" / "throughput.md")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(report)
-    return 0
+    extra = {key: record[key] for key in ("date", "steps", "wall_s", "cpu_s", "checks",
+                                           "cache", "sizes", "memory")}
+    paths = runs.write_results(record["rows"], title=VARIANTS_TITLE, columns=columns["rows"],
+                               notes=notes, extra=extra)
+    per_round = {name: [seconds / record["steps"] * 1e3 for seconds in values]
+                 for name, values in record["wall_s"].items()}
+    plot_curves(per_round, runs.root / "rounds.png", title=VARIANTS_TITLE,
+                xlabel="interleaved round", ylabel="ms per step (wall)")
+    return paths["markdown"].read_text()
 
 
 def worker(args):
@@ -400,22 +463,24 @@ def worker(args):
     return 0
 
 
-def compare_with_baseline(args, argv):
+def compare_with_baseline(args, argv, folder: Path) -> dict:
     """kd_online of this keras_kd against the baseline's, interleaved by call.
 
     A third worker runs this keras_kd again: the ratio between the two identical
-    workers shows how far the shared machine alone moves the figures.
-    """
-    from keras_kd.reports import markdown_table
+    workers shows how far the shared machine alone moves the figures. The
+    workers load the models saved in `folder / "compare-models"`.
 
-    run_dir = Path(args.run_dir)
-    model_dir = run_dir / "compare-models"
-    model_dir.mkdir(parents=True, exist_ok=True)
+    Returns:
+        The measurement's record.
+    """
+    from keras_kd.files import atomic_save_model
+
+    model_dir = folder / "compare-models"
     started = datetime.datetime.now()
     steps = args.steps or int(np.ceil(args.examples / args.batch_size))
     hidden = [int(w) for w in args.student_hidden.split(",")]
-    mlp([1200, 1200], 100, "teacher").save(model_dir / "teacher.keras")
-    mlp(hidden, 1, "student").save(model_dir / "student.keras")
+    atomic_save_model(mlp([1200, 1200], 100, "teacher"), model_dir / "teacher.keras")
+    atomic_save_model(mlp(hidden, 1, "student"), model_dir / "student.keras")
     forwarded = [
         "--worker", "--model-dir", str(model_dir), "--steps", str(steps),
         "--warmup-steps", str(args.warmup_steps), "--batch-size", str(args.batch_size),
@@ -474,30 +539,35 @@ def compare_with_baseline(args, argv):
     speed_rows = [{"comparison": label, **{k: f"{v:.3f}" for k, v in value.items()}}
                   for label, value in speeds.items()]
     command = ("nice -n 10 .venv/bin/python benchmarks/throughput.py "
-               + " ".join(argv or sys.argv[1:]))
-    report = "\n".join([
-        "# kd_online: this keras_kd against a baseline, interleaved",
-        "",
+               + " ".join(sys.argv[1:] if argv is None else argv))
+    header = (
         f"Command: `{command.strip()}`  \n"
         f"Date: {started:%Y-%m-%d %H:%M}; TF {tf.__version__}, Keras {keras.__version__}, "
         f"{os.cpu_count()} CPU cores (shared), jit_compile={args.jit_compile}  \n"
         f"Setup: teacher 784-1200-1200-10 online, student 784-{args.student_hidden.replace(',', '-')}-10, "
         f"batch {args.batch_size}, {steps} steps per timed call, {args.rounds} rounds; each round "
-        "times the three worker processes in turn (warm-up excluded).",
+        "times the three worker processes in turn (warm-up excluded)."
+    )
+    return {"header": header, "date": started.isoformat(), "steps": steps, "rows": rows,
+            "speed_rows": speed_rows, "versions": versions, "times": times, "speeds": speeds,
+            "columns": column_order({"rows": rows, "speed_rows": speed_rows})}
+
+
+def write_baseline_results(runs, record: dict) -> str:
+    """Writes `results.md` and `results.json` of a comparison; returns the Markdown."""
+    from keras_kd.reports import markdown_table
+
+    notes = "\n".join([
+        record["header"],
         "",
-        markdown_table(rows),
         "Speed (reference time / this time; above 1 is faster than the reference):",
         "",
-        markdown_table(speed_rows),
+        markdown_table(record["speed_rows"], record["columns"]["speed_rows"]),
     ])
-    print(report)
-    payload = {"args": vars(args), "date": started.isoformat(), "steps": steps,
-               "versions": versions, "times": times, "speeds": speeds}
-    (run_dir / f"compare-{started:%Y%m%d-%H%M%S}.json").write_text(json.dumps(payload, indent=1))
-    results = Path(args.results or ROOT / "results" / "throughput_vs_baseline.md")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(report)
-    return 0
+    extra = {key: record[key] for key in ("date", "steps", "versions", "times", "speeds")}
+    paths = runs.write_results(record["rows"], title=BASELINE_TITLE,
+                               columns=record["columns"]["rows"], notes=notes, extra=extra)
+    return paths["markdown"].read_text()
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ import dataclasses
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+
+from keras_kd._stderr import captured_fd2
 
 USER_ERRORS = (
     ValueError,
@@ -113,7 +114,10 @@ def start_tensorflow(verbose: bool = False) -> None:
 
     Example:
 
-    >>> start_tensorflow()  # doctest: +SKIP
+    >>> start_tensorflow()
+    >>> import keras
+    >>> keras.backend.backend()
+    'tensorflow'
     """
     import keras_kd
 
@@ -149,22 +153,16 @@ def _native_stderr_filtered(threshold: int) -> Iterator[None]:
     if threshold <= 0:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
+    captured: list[str] = []
+    try:
+        with captured_fd2() as captured:
             yield
-        finally:
+    finally:  # replayed also when the import fails, to show why
+        lines = "".join(captured).splitlines(keepends=True)
+        kept = _filter_native_log(lines, threshold)
+        if kept:
+            sys.stderr.write("".join(kept))
             sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode(errors="replace")
-            kept = _filter_native_log(text.splitlines(keepends=True), threshold)
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
 
 
 def _filter_native_log(lines: list[str], threshold: int) -> list[str]:
@@ -437,7 +435,9 @@ def add_renamed(parser, old: str, new: str, note: str = "") -> None:
 
     >>> parser = CommandParser(prog="keras-kd demo")
     >>> add_renamed(parser, "--alpha", "--soft-weight")
-    >>> parser.parse_args(["--alpha", "0.5"])  # doctest: +SKIP
+    >>> import contextlib, sys
+    >>> with contextlib.redirect_stderr(sys.stdout), contextlib.suppress(SystemExit):
+    ...     parser.parse_args(["--alpha", "0.5"])  # prints one line and exits 2
     keras-kd demo: error: --alpha was renamed --soft-weight in keras-kd 0.2.0 ...
     """
     parser.add_argument(

@@ -73,10 +73,22 @@ def run_demo(
 
     Example:
 
-    >>> rows = run_demo(epochs=1, verbose=0)  # doctest: +SKIP
+    >>> rows = run_demo(epochs=1, verbose=0)
+    == teacher 64-256-256-10, dropout 0.3, 1 epoch
+    == student 64-16-10 from scratch on hard labels, 1 epoch
+    == same student distilled (T=4.0, soft_weight=0.9), same initial weights, 1 epoch
+    Test accuracy on 540 held-out digits (seed 0):
+    | model | parameters | test accuracy | train seconds |
+    | --- | --- | --- | --- |
+    | teacher | 85002 | ... |
+    | student, hard labels | 1210 | ... |
+    | student, distilled | 1210 | ... |
+    >>> [row["model"] for row in rows]
+    ['teacher', 'student, hard labels', 'student, distilled']
     """
     (x_train, y_train), (x_test, y_test) = load_digits_split(seed)
     rows = []
+    schedule = f"{epochs} epoch" + ("" if epochs == 1 else "s")
 
     keras.utils.set_random_seed(seed)
     teacher = mlp(64, (256, 256), 10, dropout=0.3, name="teacher")
@@ -85,7 +97,7 @@ def run_demo(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    print(f"\n== teacher 64-256-256-10, dropout 0.3, {epochs} epochs")
+    print(f"\n== teacher 64-256-256-10, dropout 0.3, {schedule}")
     seconds = _timed_fit(teacher, x_train, y_train, epochs, verbose)
     rows.append(_row("teacher", teacher, x_test, y_test, seconds))
 
@@ -97,7 +109,7 @@ def run_demo(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    print(f"\n== student 64-16-10 from scratch on hard labels, {epochs} epochs")
+    print(f"\n== student 64-16-10 from scratch on hard labels, {schedule}")
     seconds = _timed_fit(scratch, x_train, y_train, epochs, verbose)
     rows.append(_row("student, hard labels", scratch, x_test, y_test, seconds))
 
@@ -109,7 +121,7 @@ def run_demo(
     distiller.compile(optimizer=keras.optimizers.Adam(3e-3), metrics=["accuracy"])
     print(
         f"\n== same student distilled (T={temperature}, soft_weight={soft_weight}), "
-        f"same initial weights, {epochs} epochs"
+        f"same initial weights, {schedule}"
     )
     seconds = _timed_fit(distiller, x_train, y_train, epochs, verbose)
     rows.append(_row("student, distilled", student, x_test, y_test, seconds))

@@ -28,7 +28,6 @@ the old one and swapped in.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kd import reports
+from keras_kd._stderr import captured_fd2
 from keras_kd.files import (
     OWNER_FILE,
     FolderNotOwnedError,
@@ -80,25 +80,6 @@ def _export_names() -> frozenset[str]:
 _EXPORT_NAMES = _export_names()
 
 
-@contextlib.contextmanager
-def _captured_stderr():
-    """Redirects the process's stderr (C++ converter logs) into a buffer.
-
-    Yields a list that receives the captured text when the block ends.
-    """
-    captured: list[str] = []
-    with tempfile.TemporaryFile(mode="w+b") as buffer:
-        saved = os.dup(2)
-        os.dup2(buffer.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            buffer.seek(0)
-            captured.append(buffer.read().decode("utf-8", "replace"))
-
-
 def _check_student(student) -> None:
     if not isinstance(student, keras.Model):
         raise ValueError(
@@ -131,12 +112,16 @@ def export_saved_model(student: keras.Model, path: str | os.PathLike) -> Path:
 
     Example:
 
-    >>> export_saved_model(student, "export/saved_model")  # doctest: +SKIP
-    PosixPath('export/saved_model')
+    >>> import tempfile
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> path = export_saved_model(student, Path(tempfile.mkdtemp(), "saved_model"))
+    >>> serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    >>> [output.shape for output in serve(tf.zeros([2, 4])).values()]
+    [TensorShape([2, 3])]
     """
     _check_student(student)
     path = Path(path)
-    with _captured_stderr():
+    with captured_fd2():
         student.export(str(path), format="tf_saved_model", verbose=False)
     return path
 
@@ -213,8 +198,16 @@ def convert_to_tflite(
 
     Example:
 
-    >>> flatbuffer = convert_to_tflite(student, "float32")  # doctest: +SKIP
-    >>> Path("student.tflite").write_bytes(flatbuffer)  # doctest: +SKIP
+    >>> import tempfile
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> flatbuffer = convert_to_tflite(student, "float32")
+    >>> path = Path(tempfile.mkdtemp(), "student.tflite")
+    >>> path.write_bytes(flatbuffer) == len(flatbuffer)
+    True
+    >>> x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    >>> int8 = convert_to_tflite(student, "int8", representative_data=x)
+    >>> TFLiteRunner(int8).interpreter.get_input_details()[0]["dtype"]
+    <class 'numpy.int8'>
     """
     kinds = ("float32", "dynamic_int8", "int8")
     if quantization not in kinds:
@@ -248,7 +241,7 @@ def convert_to_tflite(
             converter.inference_output_type = tf.int8
         log: list[str] = []
         try:
-            with _captured_stderr() as log:
+            with captured_fd2() as log:
                 flatbuffer = converter.convert()
         except Exception as error:  # ConverterError and friends
             raise _conversion_error(quantization, "".join(log) + str(error)) from None
@@ -282,9 +275,13 @@ class TFLiteRunner:
 
     Example:
 
-    >>> runner = TFLiteRunner("student_int8.tflite")  # doctest: +SKIP
-    >>> runner.predict(x_test[:5]).shape  # doctest: +SKIP
-    (5, 10)
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> runner = TFLiteRunner(convert_to_tflite(student))  # or a .tflite file's path
+    >>> x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    >>> runner.predict(x).shape
+    (5, 3)
+    >>> np.allclose(runner.predict(x), student.predict(x, verbose=0), atol=1e-5)
+    True
     """
 
     def __init__(self, model: bytes | str | os.PathLike, num_threads: int = 1):
@@ -607,10 +604,20 @@ def export_student(
 
     Example:
 
-    >>> reports = export_student(student, "export", x_test=x_test, y_test=y_test,
-    ...                          representative_data=x_train)  # doctest: +SKIP
-    >>> reports["tflite_float32"]["top1_agreement"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> rng = np.random.default_rng(0)
+    >>> x_train = rng.normal(size=(64, 4)).astype("float32")
+    >>> x_test, y_test = x_train[:32], rng.integers(0, 3, size=32)
+    >>> output_dir = Path(tempfile.mkdtemp(), "export")
+    >>> reports = export_student(student, output_dir, x_test=x_test, y_test=y_test,
+    ...                          representative_data=x_train)
+    >>> sorted(reports)
+    ['saved_model', 'tflite_dynamic_int8', 'tflite_float32', 'tflite_int8']
+    >>> reports["tflite_float32"]["top1_agreement"]
     1.0
+    >>> sorted(p.name for p in output_dir.glob("*.tflite"))
+    ['student_dynamic_int8.tflite', 'student_float32.tflite', 'student_int8.tflite']
     """
     formats = list(dict.fromkeys(formats))
     unknown = [f for f in formats if f not in FORMATS]

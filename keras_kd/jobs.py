@@ -84,6 +84,7 @@ def distill_saved_models(
     strategy: str = "auto",
     seed: int = 0,
     log: Callable[[str], None] = print,
+    verbose: int | str = 2,
 ) -> list[dict]:
     """Distils a saved student from saved teacher(s), resumably (module docstring).
 
@@ -105,6 +106,8 @@ def distill_saved_models(
         strategy: `"auto"`, `"one"` or `"mirrored"` (`keras_kd.distribute`).
         seed: Seed of the initial order, the data order and dropout.
         log: Where progress lines go.
+        verbose: Keras verbosity of the training (`fit`'s `verbose`): 2 one
+            line per epoch (default), 1 a progress bar, 0 silent.
 
     Returns:
         The results rows (teacher, distilled student).
@@ -117,9 +120,22 @@ def distill_saved_models(
 
     Example:
 
-    >>> rows = distill_saved_models(teachers=["teacher.keras"],
-    ...     student="student.keras", data="digits.npz",
-    ...     output_dir="runs/digits")  # doctest: +SKIP
+    >>> import tempfile
+    >>> work = Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
+    >>> np.savez(work / "blobs.npz", x_train=x[:48], y_train=y[:48],
+    ...          x_test=x[48:], y_test=y[48:])
+    >>> for name in ("teacher", "student"):
+    ...     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    ...     model.save(work / f"{name}.keras")
+    >>> rows = distill_saved_models(teachers=[work / "teacher.keras"],
+    ...     student=work / "student.keras", data=str(work / "blobs.npz"),
+    ...     output_dir=work / "run", epochs=1, verbose=0)
+    >>> [row["model"] for row in rows]
+    ['teacher', 'distilled student']
+    >>> sorted(p.name for p in (work / "run").iterdir() if p.is_file())
+    ['.keras-kd.json', 'curves.png', 'results.json', 'results.md', 'student.keras']
     """
     teacher_files = [commands.require_file(p, "--teacher", ".keras") for p in teachers]
     student_file = commands.require_file(student, "--student", ".keras")
@@ -163,7 +179,7 @@ def distill_saved_models(
                 optimizer=keras.optimizers.Adam(learning_rate), metrics=["accuracy"]
             )
         run = folder.model(RUN_NAME, settings)
-        history = _train(distiller, splits, run, folder.root, settings)
+        history = _train(distiller, splits, run, folder.root, settings, verbose)
         _refuse_nan_weights(student_model, learning_rate)
         rows = _results_rows(teacher, student_model, splits, settings, history)
         _write_results(folder, run, student_model, rows, history, settings)
@@ -218,9 +234,20 @@ def tune_saved_models(
 
     Example:
 
-    >>> result, accuracy = tune_saved_models(teachers=["teacher.keras"],
-    ...     student="student.keras", data="digits.npz",
-    ...     output_dir="runs/tune")  # doctest: +SKIP
+    >>> import tempfile
+    >>> work = Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
+    >>> np.savez(work / "blobs.npz", x_train=x[:48], y_train=y[:48],
+    ...          x_test=x[48:], y_test=y[48:])
+    >>> for name in ("teacher", "student"):
+    ...     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    ...     model.save(work / f"{name}.keras")
+    >>> result, accuracy = tune_saved_models(teachers=[work / "teacher.keras"],
+    ...     student=work / "student.keras", data=str(work / "blobs.npz"),
+    ...     output_dir=work / "tune", max_trials=1, temperatures=[2.0], epochs=1)
+    >>> result.best_hyperparameters, 0 <= accuracy <= 1
+    ({'temperature': 2.0, 'soft_weight': 0.9}, True)
     """
     from keras_kd import tuning
 
@@ -304,8 +331,19 @@ def export_saved_student(
 
     Example:
 
-    >>> results = export_saved_student(student="student.keras",
-    ...     data="digits.npz", output_dir="exports")  # doctest: +SKIP
+    >>> import tempfile
+    >>> work = Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 4)), rng.integers(0, 3, size=64)
+    >>> np.savez(work / "blobs.npz", x_train=x[:48], y_train=y[:48],
+    ...          x_test=x[48:], y_test=y[48:])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student.save(work / "student.keras")
+    >>> results = export_saved_student(student=work / "student.keras",
+    ...     data=str(work / "blobs.npz"), output_dir=work / "export",
+    ...     formats=["saved_model", "tflite_float32"])
+    >>> results["tflite_float32"]["top1_agreement"]
+    1.0
     """
     from keras_kd import export
 
@@ -384,7 +422,7 @@ def _data_identity(spec: str, data_dir) -> dict:
     return {"folder": str(path), "files": listing.hexdigest()}
 
 
-def _train(distiller, splits, run, root: Path, settings: dict) -> list[dict]:
+def _train(distiller, splits, run, root: Path, settings: dict, verbose) -> list[dict]:
     x_train, y_train, x_test, y_test = splits
     epochs, batch_size, seed = settings["epochs"], settings["batch_size"], settings["seed"]
     steps_per_epoch = -(-len(x_train) // batch_size)
@@ -406,7 +444,7 @@ def _train(distiller, splits, run, root: Path, settings: dict) -> list[dict]:
         save_freq=BACKUP_STEPS,
         callbacks=[history, keras.callbacks.TensorBoard(str(root / "logs"))],
         validation_data=validation,
-        verbose=2,
+        verbose=verbose,
     )
     return history.records
 

@@ -200,6 +200,55 @@ class ModelRun:
         self.finish(model, record)
         return model, self.record
 
+    def get_or_measure(self, measure: Callable[[ModelRun], Mapping]) -> dict:
+        """The stored record of a finished run, or `measure(self)`'s, stored.
+
+        For runs that produce figures but no model (benchmarks, evaluations):
+        a finished run is reused, with one line saying so; otherwise
+        `measure(self)` runs (it may write its files below `self.folder`) and
+        its record is stored with `finish(None, record)`.
+
+        Args:
+            measure: Called with this run when it is not finished; returns the
+                record (a mapping of JSON values).
+
+        Returns:
+            The record as stored (JSON values: tuples come back as lists).
+
+        Raises:
+            TypeError: when `measure` returns something other than a mapping.
+
+        Example:
+
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp() + "/bench"
+        >>> for _ in range(2):
+        ...     with RunFolder(folder) as runs:
+        ...         run = runs.model("throughput", {"batch_size": 64})
+        ...         record = run.get_or_measure(lambda run: {"per_second": 812.5})
+        [throughput] measured earlier with these settings: reusing .../record.json (...)
+        >>> record
+        {'per_second': 812.5}
+        """
+        if self.finished:
+            record = self.record
+            when = f" ({record['date']})" if "date" in record else ""
+            print(
+                f"[{self.name}] measured earlier with these settings{when}: reusing "
+                f"{self.folder / RECORD_FILE} (use another output folder to measure "
+                "again)",
+                flush=True,
+            )
+            return record
+        record = measure(self)
+        if not isinstance(record, Mapping):
+            raise TypeError(
+                f"`measure` must return the run's record as a mapping (e.g. a dict "
+                f"of figures), got {type(record).__name__}."
+            )
+        self.finish(None, record)
+        return self.record
+
 
 class RunFolder:
     """The folder of one experiment's runs (see the module docstring).

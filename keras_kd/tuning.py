@@ -357,6 +357,56 @@ class TeacherLogits:
         return self._store[key]
 
 
+@keras.saving.register_keras_serializable(package="keras_kd")
+class ExampleCounter(keras.layers.Layer):
+    """Identity layer that counts the examples passing through it.
+
+    Put it in front of the teacher to check that a search runs the teacher
+    once: after `search_temperature`, `seen` equals the transfer set's size.
+    The count is a non-trainable int64 variable `seen` (in the layer's
+    weights), updated inside `tf.function` too. Under a `tf.distribute`
+    strategy it counts every replica's examples: each call sums the replicas'
+    batch sizes, so `seen` is the global count on every device. Set it back
+    with `counter.seen.assign(0)`. It takes `keras.layers.Layer`'s arguments
+    (`name`, ...).
+
+    Example:
+
+    >>> counter = ExampleCounter()
+    >>> inputs = keras.Input((4,))
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> counted_teacher = keras.Model(inputs, teacher(counter(inputs)))
+    >>> x = np.zeros((10, 4), "float32")
+    >>> _ = counted_teacher.predict(x, batch_size=4, verbose=0)
+    >>> int(counter.seen.numpy())
+    10
+    """
+
+    def build(self, input_shape):
+        self.seen = self.add_weight(
+            shape=(),
+            initializer="zeros",
+            dtype="int64",
+            trainable=False,
+            aggregation="only_first_replica",  # `call` adds the global count
+            name="seen",
+        )
+
+    def call(self, inputs):
+        first = keras.tree.flatten(inputs)[0]
+        count = tf.cast(tf.shape(first)[0], "int64")
+        # A "sum" aggregation would sum the replicas' updated values, not their
+        # increments; summing the increments first keeps the count exact.
+        replica = tf.distribute.get_replica_context()
+        if replica is not None:  # None when called outside `strategy.run`
+            count = replica.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        self.seen.assign_add(count)
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 def make_tuner(
     kind: str,
     hypermodel: DistillationHyperModel,
@@ -398,7 +448,14 @@ def make_tuner(
 
     Example:
 
-    >>> tuner = make_tuner("random", hypermodel, max_trials=3)  # doctest: +SKIP
+    >>> import tempfile
+    >>> def build_student(width):
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> hypermodel = DistillationHyperModel(build_student, temperatures=(1, 4))
+    >>> tuner = make_tuner("random", hypermodel, max_trials=3,
+    ...                    directory=tempfile.mkdtemp())
+    >>> type(tuner).__name__, tuner.oracle.max_trials
+    ('RandomSearch', 3)
     """
     if kind not in TUNERS:
         raise ValueError(f"`kind` must be one of {TUNERS}, got {kind!r}.")
@@ -553,10 +610,21 @@ def search_temperature(
 
     Example:
 
-    >>> result = search_temperature(tuner, teacher, x, y,
-    ...                             validation_data=(xv, yv))  # doctest: +SKIP
-    >>> result.best_hyperparameters["temperature"]  # doctest: +SKIP
-    5.0
+    >>> import tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(64, 4)).astype("float32"), rng.integers(0, 3, size=64)
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> def build_student(width):
+    ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> hypermodel = DistillationHyperModel(build_student, temperatures=(2, 5))
+    >>> tuner = make_tuner("random", hypermodel, max_trials=2,
+    ...                    directory=tempfile.mkdtemp())
+    >>> result = search_temperature(tuner, teacher, x[:48], y[:48],
+    ...                             validation_data=(x[48:], y[48:]), epochs=1)
+    >>> sorted(trial["temperature"] for trial in result.trials)
+    [2.0, 5.0]
+    >>> result.best_hyperparameters["temperature"] in (2.0, 5.0), result.teacher_passes
+    (True, 1)
     """
     if not isinstance(tuner.hypermodel, DistillationHyperModel):
         raise ValueError(

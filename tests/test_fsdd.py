@@ -328,6 +328,30 @@ def test_load_fsdd_errors_name_the_problem(tmp_path, monkeypatch):
         fsdd.load_fsdd(tmp_path, source="http")
 
 
+@pytest.mark.parametrize(
+    "options, shown",
+    [({}, True), ({"verbose": 1}, True), ({"verbose": 2}, True), ({"verbose": 0}, False)],
+)
+def test_load_fsdd_shows_the_feature_progress_unless_verbose_is_0(
+    tmp_path, capsys, options, shown
+):
+    for take in (0, 5):
+        write_wav(tmp_path / f"3_ann_{take}.wav", 32767 * tone(400, 0.3))
+    capsys.readouterr()
+    fsdd.load_fsdd(tmp_path, split="standard", **options)
+    printed = capsys.readouterr().out
+    assert ("2/2" in printed) == shown, printed
+
+
+def test_a_bad_verbose_is_refused_before_any_file_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(fsdd, "list_recordings", lambda *args: pytest.fail("read a folder"))
+    with pytest.raises(ValueError, match=r"`verbose` must be 0 \(silent\), 1 .* 'auto'"):
+        fsdd.load_fsdd(tmp_path, verbose="auto")
+    layer = frontend.LogMelSpectrogram()
+    with pytest.raises(ValueError, match="`verbose` must be"):
+        fsdd.extract_features([], lambda r: None, layer, verbose=3)
+
+
 def test_tfds_source_offline_gives_a_clear_error(monkeypatch):
     import tensorflow_datasets as tfds
 

@@ -163,3 +163,32 @@ def test_settings_that_are_not_json_are_refused(tmp_path):
     with runs.RunFolder(tmp_path) as folder:
         with pytest.raises(TypeError, match="JSON values"):
             folder.model("m", {"optimizer": object()})
+
+
+def test_get_or_measure_measures_once_then_reuses_the_record_with_one_line(tmp_path, capsys):
+    calls = []
+
+    def measure(run):
+        calls.append(run.name)
+        (run.folder / "trace.txt").write_text("a measurement's own file")
+        return {"date": "2025-01-02", "per_second": 812.5, "sizes": (1, 2)}
+
+    for _ in range(2):
+        with runs.RunFolder(tmp_path) as folder:
+            run = folder.model("bench", {"batch_size": 64})
+            record = run.get_or_measure(measure)
+            assert record == {"date": "2025-01-02", "per_second": 812.5, "sizes": [1, 2]}
+    assert calls == ["bench"]
+    assert not run.model_path.exists() and (run.folder / "trace.txt").exists()
+    assert capsys.readouterr().out.splitlines() == [
+        f"[bench] measured earlier with these settings (2025-01-02): reusing "
+        f"{run.folder / runs.RECORD_FILE} (use another output folder to measure again)"
+    ]
+
+
+def test_get_or_measure_refuses_a_record_that_is_not_a_mapping(tmp_path):
+    with runs.RunFolder(tmp_path) as folder:
+        run = folder.model("bench", {})
+        with pytest.raises(TypeError, match="as a mapping .* got list"):
+            run.get_or_measure(lambda run: [812.5])
+        assert not run.finished

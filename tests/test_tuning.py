@@ -7,21 +7,9 @@ import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import two_replicas
 
 from keras_kd import tuning
-
-
-class CountingLayer(keras.layers.Layer):
-    """Identity that counts the examples that pass through it."""
-
-    def build(self, input_shape):
-        self.seen = self.add_weight(
-            shape=(), initializer="zeros", trainable=False, dtype="int64", name="seen"
-        )
-
-    def call(self, x):
-        self.seen.assign_add(tf.cast(tf.shape(x)[0], "int64"))
-        return x
 
 
 def blobs(n, seed):
@@ -34,7 +22,7 @@ def blobs(n, seed):
 
 
 def counting_teacher(x, y):
-    counter = CountingLayer()
+    counter = tuning.ExampleCounter()
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(16, activation="relu")(counter(inputs))
     teacher = keras.Model(inputs, keras.layers.Dense(3)(hidden))
@@ -160,3 +148,42 @@ def test_arithmetic_ensemble_runs_once_for_all_temperatures():
     np.testing.assert_allclose(at_2, combine_logits(stacked, 2.0, "arithmetic"), atol=1e-5)
     np.testing.assert_allclose(at_5, combine_logits(stacked, 5.0, "arithmetic"), atol=1e-5)
     assert not np.allclose(at_2, at_5)  # arithmetic means depend on T
+
+
+def counted_model(features=4):
+    """A Dense model behind an `ExampleCounter`; returns `(model, counter)`."""
+    counter = tuning.ExampleCounter(name="counter")
+    inputs = keras.Input((features,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(counter(inputs)))
+    return model, counter
+
+
+def test_example_counter_counts_each_example_once_over_two_replicas():
+    x, y = blobs(40, 5)  # batches of 16, 16, 8; each split over two replicas
+    with two_replicas().scope():
+        model, counter = counted_model()
+        model.compile(
+            keras.optimizers.SGD(0.1),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert int(counter.seen.numpy()) == 2 * len(x)
+    counter.seen.assign(0)
+    model.predict(x, batch_size=16, verbose=0)
+    assert int(counter.seen.numpy()) == len(x)
+
+
+def test_example_counter_counts_in_tf_function_and_is_saved_with_the_model(tmp_path):
+    model, counter = counted_model()
+    call = tf.function(lambda batch: model(batch))
+    for size in (5, 7):
+        call(tf.zeros((size, 4)))
+    assert int(counter.seen.numpy()) == 12
+    assert not counter.trainable_weights
+    assert [w.name for w in counter.non_trainable_weights] == ["seen"]
+    model.save(tmp_path / "counted.keras")
+    loaded = keras.models.load_model(tmp_path / "counted.keras")  # no custom_objects
+    again = loaded.get_layer("counter")
+    assert type(again) is tuning.ExampleCounter and int(again.seen.numpy()) == 12
+    ones = np.ones((2, 4), "float32")
+    np.testing.assert_allclose(loaded(ones), model(ones), atol=1e-6)

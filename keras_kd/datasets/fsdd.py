@@ -128,8 +128,13 @@ def recordings_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
     Example:
 
-    >>> recordings_dir("/data")  # doctest: +SKIP
-    PosixPath('/data/fsdd/recordings')
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())  # a data folder holding fsdd/recordings/
+    >>> (root / "fsdd" / "recordings").mkdir(parents=True)
+    >>> wav = tf.audio.encode_wav(tf.zeros([2400, 1]), SAMPLE_RATE).numpy()
+    >>> _ = (root / "fsdd" / "recordings" / "0_theo_0.wav").write_bytes(wav)
+    >>> recordings_dir(root)
+    PosixPath('.../fsdd/recordings')
     """
     root = resolve_data_dir(data_dir, "fsdd")
     if root is None:
@@ -162,8 +167,14 @@ def list_recordings(data_dir: str | os.PathLike | None = None) -> list[Recording
 
     Example:
 
-    >>> len(list_recordings())  # doctest: +SKIP
-    3000
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp(), "fsdd", "recordings")
+    >>> folder.mkdir(parents=True)
+    >>> wav = tf.audio.encode_wav(tf.zeros([2400, 1]), SAMPLE_RATE).numpy()
+    >>> for name in ["1_theo_7.wav", "0_theo_0.wav", "0_george_3.wav"]:
+    ...     _ = (folder / name).write_bytes(wav)
+    >>> [r.name for r in list_recordings(folder.parent)]
+    ['0_george_3.wav', '0_theo_0.wav', '1_theo_7.wav']
     """
     folder = recordings_dir(data_dir)
     recordings = [parse_recording_name(path) for path in folder.glob("*.wav")]
@@ -187,8 +198,13 @@ def decode_wav(contents: bytes, source: str, sample_rate: int = SAMPLE_RATE) -> 
 
     Example:
 
-    >>> decode_wav(open("0_theo_0.wav", "rb").read(), "0_theo_0.wav")  # doctest: +SKIP
-    array([...], dtype=float32)
+    >>> wav = tf.audio.encode_wav(tf.fill([800, 1], 0.25), SAMPLE_RATE).numpy()
+    >>> decode_wav(wav, "0_theo_0.wav")[:3]
+    array([0.25, 0.25, 0.25], dtype=float32)
+    >>> decode_wav(tf.audio.encode_wav(tf.zeros([800, 1]), 16000).numpy(), "16k.wav")
+    Traceback (most recent call last):
+    ...
+    ValueError: 16k.wav: sample rate 16000 Hz, but FSDD features expect 8000 Hz. ...
     """
     if not contents:
         raise ValueError(f"{source}: the file is empty (0 bytes); remove or re-record it.")
@@ -228,8 +244,12 @@ def read_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndar
 
     Example:
 
-    >>> read_wav("recordings/0_theo_0.wav").dtype  # doctest: +SKIP
-    dtype('float32')
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp(), "0_theo_0.wav")
+    >>> _ = path.write_bytes(tf.audio.encode_wav(tf.zeros([2400, 1]), SAMPLE_RATE).numpy())
+    >>> waveform = read_wav(path)
+    >>> waveform.shape, waveform.dtype
+    ((2400,), dtype('float32'))
     """
     path = Path(path)
     if not path.is_file():
@@ -490,11 +510,21 @@ def _fingerprint(recordings: Sequence[Recording], frontend: LogMelSpectrogram) -
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _check_verbose(verbose) -> None:
+    if verbose not in (0, 1, 2):
+        raise ValueError(
+            "`verbose` must be 0 (silent), 1 (progress bar) or 2 (one line), "
+            f"got {verbose!r}."
+        )
+
+
 def extract_features(
     recordings: Sequence[Recording],
     load_waveform: Callable[[Recording], np.ndarray],
     frontend: LogMelSpectrogram,
     cache_dir: str | os.PathLike | None = None,
+    *,
+    verbose: int = 1,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Log-mel features and frame energies of each recording, cached on disk.
 
@@ -506,19 +536,27 @@ def extract_features(
             the files' names, sizes and times; `None` for no cache. The file is
             written whole or not at all, and a damaged one is computed again
             (with a warning) and replaced.
+        verbose: Progress of the feature extraction: 0 silent, 1 a Keras
+            progress bar (default), 2 one line when done.
 
     Returns:
         `(features, energies)`: per recording, float32 `(frames, bins)` and
         `(frames,)` in dB.
 
     Raises:
-        ValueError: for a recording shorter than one analysis window.
+        ValueError: for a recording shorter than one analysis window, or a
+            `verbose` other than 0, 1 or 2.
 
     Example:
 
-    >>> feats, energy = extract_features(recs, lambda r: read_wav(r.path),
-    ...                                  LogMelSpectrogram())  # doctest: +SKIP
+    >>> tone = np.sin(np.arange(2400, dtype=np.float32) / 4) / 2  # 0.3 s at 8 kHz
+    >>> feats, energy = extract_features([Recording(0, "theo", 0)], lambda r: tone,
+    ...                                  LogMelSpectrogram(sample_rate=SAMPLE_RATE),
+    ...                                  verbose=0)
+    >>> feats[0].shape, energy[0].shape  # 28 frames of 10 ms, 40 mel bins
+    ((28, 40), (28,))
     """
+    _check_verbose(verbose)
     cache = None
     if cache_dir is not None:
         cache = Path(cache_dir) / f"fsdd-features-{_fingerprint(recordings, frontend)}.npz"
@@ -532,7 +570,9 @@ def extract_features(
         return frontend(batch)[0], frontend.frame_energy_db(batch)[0]
 
     features, energies = [], []
-    progress = keras.utils.Progbar(len(recordings), unit_name="recording")
+    progress = keras.utils.Progbar(
+        len(recordings), verbose=verbose, unit_name="recording"
+    )
     for i, recording in enumerate(recordings):
         waveform = load_waveform(recording)
         if len(waveform) < frontend.window:
@@ -630,7 +670,12 @@ def normalize(
 
     Example:
 
-    >>> normalize(data.train, data.test, "speaker")  # doctest: +SKIP
+    >>> ann, bob = Recording(1, "ann", 5), Recording(1, "bob", 0)
+    >>> train = FrameSet(np.array([[1.0], [3.0]]), np.array([1, 1]), np.array([0, 0]), [ann])
+    >>> test = FrameSet(np.array([[10.0], [20.0]]), np.array([1, 1]), np.array([0, 0]), [bob])
+    >>> normalize(train, test, "speaker")  # bob, unseen in training: his own statistics
+    >>> train.features.ravel().tolist(), test.features.ravel().tolist()
+    ([-1.0, 1.0], [-1.0, 1.0])
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(
@@ -678,6 +723,7 @@ def load_fsdd(
     select: Callable[[Recording], bool] | None = None,
     validation: str = "none",
     validation_speakers: Sequence[str] = DEFAULT_VALIDATION_SPEAKERS,
+    verbose: int = 1,
 ) -> FsddFrames:
     """FSDD as labelled, normalized log-mel frames of a training and a test set.
 
@@ -701,6 +747,8 @@ def load_fsdd(
             the training set is what remains.
         validation_speakers: Held-out training speakers of
             `validation="speaker"`.
+        verbose: Progress of the feature extraction (none when cached): 0
+            silent, 1 a Keras progress bar (default), 2 one line when done.
 
     Returns:
         An `FsddFrames` with `train` and `test` frame sets, and `validation`
@@ -712,9 +760,21 @@ def load_fsdd(
 
     Example:
 
-    >>> data = load_fsdd(split="standard", cache_dir="runs/cache")  # doctest: +SKIP
-    >>> data.train.windows(5, 5).shape  # doctest: +SKIP
-    (112907, 440)
+    A tiny stand-in for FSDD (a 0.3 s tone per file); with the real data,
+    `load_fsdd(cache_dir="runs/cache")` reads the folder of `KERAS_KD_DATA_DIR`.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp(), "fsdd", "recordings")
+    >>> folder.mkdir(parents=True)
+    >>> for digit, take in [(0, 0), (0, 5), (1, 0), (1, 5)]:  # takes 0-4 are test
+    ...     tone = tf.sin(tf.range(2400.0) * (digit + 1) / 8)[:, None] / 2
+    ...     wav = tf.audio.encode_wav(tone, SAMPLE_RATE).numpy()
+    ...     _ = (folder / f"{digit}_theo_{take}.wav").write_bytes(wav)
+    >>> data = load_fsdd(folder.parent.parent, split="standard", verbose=0)
+    >>> [r.name for r in data.test.recordings]
+    ['0_theo_0.wav', '1_theo_0.wav']
+    >>> data.train.windows(5, 5).shape  # 56 frames, 11 frames x 40 bins each
+    (56, 440)
     """
     if source not in SOURCES:
         raise ValueError(f"`source` must be one of {SOURCES}, got {source!r}.")
@@ -724,6 +784,7 @@ def load_fsdd(
         )
     if validation not in VALIDATIONS:
         raise ValueError(f"`validation` must be one of {VALIDATIONS}, got {validation!r}.")
+    _check_verbose(verbose)
     frontend = frontend or LogMelSpectrogram(sample_rate=SAMPLE_RATE)
     if source == "files":
         recordings = list_recordings(data_dir)
@@ -742,7 +803,9 @@ def load_fsdd(
             return waveforms[recording.name]
         return read_wav(recording.path, frontend.sample_rate)
 
-    features, energies = extract_features(recordings, load_waveform, frontend, cache_dir)
+    features, energies = extract_features(
+        recordings, load_waveform, frontend, cache_dir, verbose=verbose
+    )
     by_name = {r.name: i for i, r in enumerate(recordings)}
     train_recordings, test_recordings = split_recordings(recordings, split, test_speakers)
     train_recordings, validation_recordings = validation_split(
@@ -798,8 +861,12 @@ def utterance_scores(
 
     Example:
 
-    >>> scores = utterance_scores(logits, data.test)  # doctest: +SKIP
-    >>> scores.argmax(axis=1)  # the recognised digits  # doctest: +SKIP
+    >>> frames = FrameSet(np.zeros([3, 1]), np.array([2, SILENCE, 7]),
+    ...                   np.array([0, 0, 1]), [Recording(2, "a", 0), Recording(7, "a", 0)])
+    >>> logits = 5.0 * np.eye(NUM_CLASSES)[[2, SILENCE, 7]]  # confident frames
+    >>> scores = utterance_scores(logits, frames)
+    >>> scores.shape, scores.argmax(axis=1)  # the recognised digits
+    ((2, 10), array([2, 7]))
     """
     frame_logits = np.asarray(frame_logits, dtype=np.float64)
     if frame_logits.shape != (len(frames), NUM_CLASSES):
@@ -834,8 +901,11 @@ def word_error_rate(frame_logits: np.ndarray, frames: FrameSet) -> float:
 
     Example:
 
-    >>> word_error_rate(logits, data.test)  # doctest: +SKIP
-    0.031
+    >>> frames = FrameSet(np.zeros([2, 1]), np.array([2, 7]), np.array([0, 1]),
+    ...                   [Recording(2, "a", 0), Recording(7, "a", 0)])
+    >>> logits = 5.0 * np.eye(NUM_CLASSES)[[2, 3]]  # the second word is heard as 3
+    >>> word_error_rate(logits, frames)
+    0.5
     """
     predicted = utterance_scores(frame_logits, frames).argmax(axis=1)
     return float(np.mean(predicted != frames.digits))
