@@ -8,12 +8,15 @@ Public API (each name lives in the module of its concept):
 - `keras_kd.losses`: distillation losses as objects (`DistillationLoss`,
   `TemperedKL`, `LogitMatching`) and as functions (`tempered_kl`,
   `logit_matching`); `TemperedKLDivergence` for a plain `compile`.
+- `keras_kd.sequences`: sequence outputs `(batch, time, classes)` (frames,
+  tokens): which tokens count and how the mean over valid tokens is global.
 - `keras_kd.teachers`: `TeacherEnsemble`, `train_ensemble`, `evaluate_ensemble`.
 - `keras_kd.cache`: `build_teacher_cache`, `TeacherCache` (run the teacher once).
 - `keras_kd.bias`: `shift_class_bias`, `choose_bias_shift` (omitted classes).
 - `keras_kd.specialists`: `find_confusable_subsets`, `train_specialist`,
   `SpecialistEnsemble` (section 5 of the paper).
-- `keras_kd.tuning`: `DistillationHyperModel`, `search_temperature` (KerasTuner).
+- `keras_kd.tuning`: `DistillationHyperModel`, `search_temperature` (KerasTuner),
+  `ExampleCounter` (check that a search runs the teacher once).
 - `keras_kd.export`: `export_student` (SavedModel, TFLite, parity report).
 - `keras_kd.distribute`: `make_strategy` (one device, Mirrored, MultiWorker).
 - `keras_kd.frontend`: `LogMelSpectrogram`, `ContextWindow` (acoustic front end).
@@ -23,6 +26,8 @@ Public API (each name lives in the module of its concept):
 - `keras_kd.training`: warm-up + cosine schedule, resumable `fit`.
 - `keras_kd.models`: `mlp`, the paper's multilayer perceptrons.
 - `keras_kd.evaluation`: `accuracy`, `top_k_accuracy`, `error_count`.
+- `keras_kd.peers`: `keras_distillation_peer`, `keras.distillation.Distiller`
+  configured to compute keras-kd's loss (for benchmarks against it).
 
 Everything else (`keras_kd.files`, `keras_kd.reports`, `keras_kd.commands`,
 `keras_kd.cli`, `keras_kd.experiments`) serves the package and the `keras-kd`
@@ -71,7 +76,7 @@ _NAMES = {
         "train_specialist",
     ),
     "keras_kd.teachers": ("TeacherEnsemble", "evaluate_ensemble", "train_ensemble"),
-    "keras_kd.tuning": ("DistillationHyperModel", "search_temperature"),
+    "keras_kd.tuning": ("DistillationHyperModel", "ExampleCounter", "search_temperature"),
 }
 _MODULES = (
     "batch",
@@ -84,7 +89,9 @@ _MODULES = (
     "frontend",
     "losses",
     "models",
+    "peers",
     "runs",
+    "sequences",
     "specialists",
     "teachers",
     "training",

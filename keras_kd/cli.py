@@ -45,6 +45,7 @@ EXPERIMENTS = {
     "acoustic": "FSDD frame classification, sections 4 and 6",
     "specialists": "specialist models, section 5",
     "imagenet": "ImageNet / Imagenette distillation",
+    "language-model": "token-level distillation of a causal Transformer language model",
 }
 STRATEGIES = ("auto", "one", "mirrored")
 # The same names as keras_kd.tuning.TUNERS and keras_kd.export.FORMATS, repeated so
@@ -271,7 +272,7 @@ def run_experiment(name: str, argv: list[str]) -> int:
     Raises:
         CommandError: when this installation has no such experiment module.
     """
-    module_name = f"keras_kd.experiments.{name}"
+    module_name = f"keras_kd.experiments.{name.replace('-', '_')}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:

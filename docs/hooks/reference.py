@@ -76,7 +76,8 @@ def command_parsers() -> dict[str, argparse.ArgumentParser]:
             continue
         for name, subparser in action.choices.items():
             if name in cli.EXPERIMENTS:
-                experiment = importlib.import_module(f"keras_kd.experiments.{name}")
+                module = name.replace("-", "_")  # keras-kd language-model
+                experiment = importlib.import_module(f"keras_kd.experiments.{module}")
                 subparser = experiment.build_parser()
             parsers[name] = subparser
     return parsers

@@ -5,6 +5,10 @@
 - `keras_kd.experiments.specialists`: section 5 on two-digit MNIST:
   `keras-kd specialists`.
 - `keras_kd.experiments.imagenet`: ImageNet / Imagenette: `keras-kd imagenet`.
+- `keras_kd.experiments.language_model`: token-level distillation of a causal
+  Transformer language model on the Python standard library's source (issue
+  17): `keras-kd language-model`. Its corpus is the running Python's library,
+  so it reads no data folder.
 
 Each module exposes the same two functions:
 
