@@ -5,6 +5,8 @@ Public API (each name lives in the module of its concept):
 - `Distiller` (`keras_kd.distiller`): a `keras.Model` that trains a student on a
   teacher's soft targets and on hard labels.
 - `keras_kd.batch`: the one format of a batch that carries teacher outputs.
+- `Hint` (`keras_kd.hints`): intermediate-feature distillation (FitNets hints)
+  for `Distiller(hints=[...])`.
 - `keras_kd.losses`: distillation losses as objects (`DistillationLoss`,
   `TemperedKL`, `LogitMatching`) and as functions (`tempered_kl`,
   `logit_matching`); `TemperedKLDivergence` for a plain `compile`.
@@ -51,7 +53,7 @@ import os as _os
 import sys as _sys
 from pathlib import Path as _Path
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # Public names and the public module each one is read from.
 _NAMES = {
@@ -61,6 +63,7 @@ _NAMES = {
     "keras_kd.distribute": ("make_strategy",),
     "keras_kd.export": ("export_student",),
     "keras_kd.frontend": ("ContextWindow", "LogMelSpectrogram"),
+    "keras_kd.hints": ("Hint",),
     "keras_kd.losses": (
         "DistillationLoss",
         "LogitMatching",
@@ -87,6 +90,7 @@ _MODULES = (
     "evaluation",
     "export",
     "frontend",
+    "hints",
     "losses",
     "models",
     "peers",

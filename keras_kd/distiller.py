@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kd import checks, sequences
+from keras_kd import hints as kd_hints
 from keras_kd import losses as kd_losses
 from keras_kd.batch import INPUTS, TEACHER_LOGITS, TEACHER_TEMPERATURE, split_batch
 from keras_kd.teacher_inference import (
@@ -82,7 +83,9 @@ _PORTED_INIT_ARGUMENTS = {
         "(the equivalent of keras.distillation's LogitsDistillation(temperature, "
         "KLDivergence()) scaled by T^2), or several with their weights as a list of "
         "(loss, weight) pairs: distillation_loss=[(TemperedKL(4.0), 0.7), "
-        "(LogitMatching(), 0.3)]"
+        "(LogitMatching(), 0.3)]; a FeatureDistillation(teacher_layer_name=t, "
+        "student_layer_name=s) is hints=[keras_kd.Hint(student_layer=s, "
+        "teacher_layer=t)]"
     ),
     "distillation_loss_weights": (
         "give each soft loss its weight in a (loss, weight) pair, "
@@ -142,6 +145,12 @@ def _loss_object(loss, temperature):
     """A `DistillationLoss` for a string or an object, or a `TypeError`."""
     if isinstance(loss, kd_losses.DistillationLoss):
         return loss
+    if isinstance(loss, kd_hints.Hint) or type(loss).__name__ == "FeatureDistillation":
+        raise TypeError(
+            f"`distillation_loss` got {type(loss).__name__}, a loss on intermediate "
+            "features. Pass features as Distiller(hints=[keras_kd.Hint(student_layer=..., "
+            "teacher_layer=...)]); `distillation_loss` compares logits."
+        )
     if isinstance(loss, str):
         if loss == "tempered_kl":
             return kd_losses.TemperedKL(temperature=temperature or _DEFAULT_TEMPERATURE)
@@ -476,6 +485,15 @@ class Distiller(keras.Model):
             `keras_kd.teacher_inference`), `True` always (a `ValueError` if
             XLA cannot), `False` never. Under `compile(jit_compile=True)` the
             whole step is XLA already.
+        hints: `keras_kd.Hint`s (FitNets): student layers trained to match
+            teacher layers, each through a learned adapter when the shapes
+            differ, its loss added with its weight and logged as
+            `hint_<name>_loss`. The adapters are the Distiller's
+            (`hint_adapters`), trained with the student and not part of it.
+            Needs a functional or Sequential student and teacher, and a
+            teacher that runs at every step (not cached logits; validation
+            too runs it on every batch, as its features are not remembered).
+            See `keras_kd.Hint`.
         name: Model name.
         **kwargs: Passed to `keras.Model` (e.g. `dtype="mixed_float16"`).
 
@@ -526,6 +544,7 @@ class Distiller(keras.Model):
         distillation_loss: str | kd_losses.DistillationLoss | list = "tempered_kl",
         validation_teacher: str = "reuse",
         teacher_jit_compile: str | bool = "auto",
+        hints: list | None = None,
         name: str = "distiller",
         **kwargs,
     ):
@@ -570,6 +589,16 @@ class Distiller(keras.Model):
         self.teacher = teacher
         if teacher is not None:
             teacher.trainable = False
+        self.hints = kd_hints.validate_hints(hints, teacher)
+        # A plain object, so that Keras does not track the extractors (their
+        # variables are the models').
+        self._hint_plan = (
+            kd_hints.HintPlan(self.hints, student, teacher) if self.hints else None
+        )
+        # One per hint (None where the shapes are equal): trained and saved with
+        # the Distiller, not part of the student.
+        self.hint_adapters = list(self._hint_plan.adapters) if self.hints else []
+        self._hint_trackers = [keras.metrics.Mean(name=h.log_name) for h in self.hints]
         self.student_loss = None
         self._checked_data = checks.SeenData()
         self.soft_loss_tracker = keras.metrics.Mean(name="soft_loss")
@@ -581,6 +610,18 @@ class Distiller(keras.Model):
         )
         if student.built:
             self.built = True
+
+    @property
+    def _value_trackers(self) -> list:
+        """Trackers of `_compute_terms`' parts: each soft loss (when several), each hint."""
+        return [*self._part_trackers, *self._hint_trackers]
+
+    def _trained_variables(self) -> list:
+        """The student's trainable variables, and the hints' adapters'."""
+        variables = list(self.student.trainable_variables)
+        if self._hint_plan is not None:
+            variables += self._hint_plan.trainable_variables
+        return variables
 
     def _validate_models(self, student, teacher):
         if not isinstance(student, keras.Layer):
@@ -680,7 +721,7 @@ class Distiller(keras.Model):
         if self.student.built and not self.optimizer.built:
             # Creating the slots now keeps `fit` from tracing train_step twice
             # (once to create variables, once more without).
-            self.optimizer.build(self.student.trainable_variables)
+            self.optimizer.build(self._trained_variables())
 
     def get_compile_config(self):
         config = super().get_compile_config()
@@ -700,12 +741,21 @@ class Distiller(keras.Model):
     def _teacher_logits(self, inputs, cached):
         """The batch's teacher outputs: carried, remembered, or computed.
 
-        Returns None in a test step that scores the student alone
+        Returns `(logits, features)`: the features of the hints' teacher
+        layers come from the same pass (an empty list without hints). The
+        logits are None in a test step that scores the student alone
         (`validation_teacher="never"`); `_compute_terms` then leaves the soft
-        term out.
+        term and the hints out.
         """
         if cached is not None:
-            return tf.stop_gradient(tf.cast(cached, tf.float32))
+            if self._hint_plan is not None:
+                raise ValueError(
+                    f"The batch carries cached {TEACHER_LOGITS!r}, but this Distiller "
+                    "has hints, which need the teacher's features; a cache holds "
+                    "logits only (see keras_kd.Hint). Train on the plain data "
+                    "(inputs and labels) so that the teacher runs, or drop `hints`."
+                )
+            return tf.stop_gradient(tf.cast(cached, tf.float32)), []
         if self.teacher is None:
             raise ValueError(
                 "This Distiller has no teacher and the batch carries no "
@@ -713,7 +763,7 @@ class Distiller(keras.Model):
                 "keras_kd.cache, whose batches include the teacher's outputs."
             )
         if self._in_test_step == "student_only":
-            return None
+            return None, []
         outer_xla = self._step_uses_xla()
         inference = self._teacher_pass()
         memory = self._validation_memory if self._in_test_step else None
@@ -721,7 +771,10 @@ class Distiller(keras.Model):
             outputs = memory.outputs(inputs, inference)
         else:
             outputs = inference(inputs, outer_xla=outer_xla)
-        return tf.stop_gradient(tf.cast(outputs, tf.float32))
+        features = []
+        if self._hint_plan is not None:
+            outputs, features = self._hint_plan.split_teacher(outputs)
+        return tf.stop_gradient(tf.cast(outputs, tf.float32)), features
 
     def _step_uses_xla(self) -> bool:
         """Whether Keras compiles this model's steps with XLA (`compile(jit_compile=...)`)."""
@@ -742,6 +795,8 @@ class Distiller(keras.Model):
                         x, self.temperature, training=False
                     )
 
+            elif self._hint_plan is not None:
+                forward = self._hint_plan.teacher_forward  # logits and features
             else:
 
                 def forward(x):
@@ -822,10 +877,15 @@ class Distiller(keras.Model):
         if combined_at is not None and self._soft_temperature is not None:
             input_checks.append(checks.check_temperature(combined_at, self.temperature))
         input_checks = [c for c in input_checks if c is not None]
-        teacher_logits = None
+        teacher_logits, teacher_features = None, []
         if cached is not None or self.teacher is not None or teacher_required:
-            teacher_logits = self._teacher_logits(inputs, cached)
-        student_logits = self.student(inputs, training=training)
+            teacher_logits, teacher_features = self._teacher_logits(inputs, cached)
+        if self._hint_plan is not None:
+            student_logits, student_features = self._hint_plan.student_outputs(
+                inputs, training=training
+            )
+        else:
+            student_logits = self.student(inputs, training=training)
         _check_output_rank(student_logits)
         soft = hard = None
         parts = []
@@ -857,6 +917,18 @@ class Distiller(keras.Model):
                 "Nothing to evaluate: the batch has no labels and there is no teacher. "
                 "Give labels, a teacher, or cached teacher outputs."
             )
+        if teacher_features:
+            with tf.control_dependencies(input_checks):
+                hint_values = self._hint_plan.loss_values(
+                    teacher_features,
+                    student_features,
+                    kept_axes=2 if sequences.is_sequence(student_logits) else 1,
+                )
+            for hint, values in zip(self.hints, hint_values):
+                if hint.weight != 0.0:  # a hint of weight 0 is logged only
+                    total = total + hint.weight * values
+            # Logged after the soft losses' parts, by `_value_trackers`.
+            parts = [*parts, *hint_values]
         if sequences.is_sequence(student_logits):
             weight = _sequence_weights(student_logits, sample_weight, total)
         else:
@@ -886,7 +958,7 @@ class Distiller(keras.Model):
             self.soft_loss_tracker.update_state(
                 self._weighted(soft, weight), sample_weight=valid
             )
-        for tracker, values in zip(self._part_trackers, parts):
+        for tracker, values in zip(self._value_trackers, parts):
             tracker.update_state(self._weighted(values, weight), sample_weight=valid)
         if hard is not None:
             self.hard_loss_tracker.update_state(
@@ -905,7 +977,7 @@ class Distiller(keras.Model):
         logs = {"loss": self._loss_tracker.result()}
         if soft is not None:
             logs["soft_loss"] = self.soft_loss_tracker.result()
-        for tracker in self._part_trackers[: len(parts)]:
+        for tracker in self._value_trackers[: len(parts)]:
             logs[tracker.name] = tracker.result()
         if hard is not None:
             logs["hard_loss"] = self.hard_loss_tracker.result()
@@ -949,7 +1021,7 @@ class Distiller(keras.Model):
             regularization = self._regularization()
             loss += regularization / self._num_replicas()
             scaled_loss = self.optimizer.scale_loss(loss)
-        variables = self.student.trainable_variables
+        variables = self._trained_variables()
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         self._update_trackers(soft, hard, total, weight, parts, regularization)
@@ -1048,6 +1120,8 @@ class Distiller(keras.Model):
         one SHA-256 of the teacher's weights per call while outputs are held.
         """
         if self.validation_teacher != "reuse" or self.teacher is None:
+            return
+        if self._hint_plan is not None:  # features are not remembered: run the teacher
             return
         if self._step_uses_xla():
             return  # the lookup table cannot run inside an XLA-compiled step
@@ -1161,6 +1235,7 @@ class Distiller(keras.Model):
             "distillation_loss": _serialize_distillation_loss(self.distillation_loss),
             "validation_teacher": self.validation_teacher,
             "teacher_jit_compile": self.teacher_jit_compile,
+            "hints": [keras.saving.serialize_keras_object(h) for h in self.hints],
             "trainable": self.trainable,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),
         }
@@ -1182,6 +1257,10 @@ class Distiller(keras.Model):
             config["distillation_loss"] = _deserialize_distillation_loss(
                 config["distillation_loss"], custom_objects
             )
+        config["hints"] = [
+            keras.saving.deserialize_keras_object(h, custom_objects=custom_objects)
+            for h in config.get("hints", [])
+        ]
         return cls(student=student, teacher=teacher, **config)
 
 
