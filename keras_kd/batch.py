@@ -29,7 +29,9 @@ def make_batch(inputs, teacher_logits, temperature: float | None = None) -> dict
 
     Args:
         inputs: The student's inputs (an array, a tensor or a structure of them).
-        teacher_logits: Teacher outputs `(examples, classes)` for `inputs`.
+        teacher_logits: Teacher outputs `(examples, classes)` for `inputs`, or
+            `(examples, time, classes)` for sequence outputs (one vector of
+            logits per token, as the student outputs them).
         temperature: The temperature an arithmetic-mean ensemble was combined
             at, or `None` when the logits do not depend on it.
 

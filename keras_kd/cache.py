@@ -11,10 +11,12 @@ Layout of a cache folder::
 
     .keras-kd.json              marks the folder as a keras-kd teacher cache
     manifest.json               fingerprints, layout, one entry per shard
-    shard-00000.logits.npy      full storage: (n, views, streams, classes)
-    shard-00000.indices.npy     top-k storage: (n, views, streams, k) class ids
-    shard-00000.values.npy      top-k storage: (n, views, streams, k) logits
-    shard-00000.rest.npy        top-k storage: (n, views, streams) dropped mean
+    shard-00000.logits.npy      full storage: (n, views, streams, [time,] classes)
+    shard-00000.indices.npy     top-k storage: (n, views, streams, [time,] k) class ids
+    shard-00000.values.npy      top-k storage: (n, views, streams, [time,] k) logits
+    shard-00000.rest.npy        top-k storage: (n, views, streams, [time]) dropped mean
+
+(`time` only for a teacher with sequence outputs, see *Sequences* below.)
 
 Every array is a plain `.npy` file opened memory-mapped, and a shard holds
 `shard_size` consecutive examples, so a transfer set larger than RAM works
@@ -68,6 +70,25 @@ Decisions, documented here once:
   Distiller refuses to train at another. The build refuses inputs with NaN or
   Inf (a teacher may map them to finite logits) and teacher outputs with NaN
   or Inf, naming the example.
+- **Sequences.** A teacher with sequence outputs `(batch, time, classes)`
+  (tokens, frames) is stored per token: `(time, classes)` logits per example,
+  or per token its top `k` (and the mean of the rest, as above, along the
+  class axis), and the manifest records `time` (`TeacherCache.time`). No mask
+  or length is stored: the Distiller weighs tokens by the *student's* Keras
+  mask and the sample weights only, online as from the cache, so the student's
+  `Embedding(mask_zero=True)` or `Masking` recomputes the padding from the
+  replayed inputs, and per-token weights (`(examples, time)`, e.g. 0 on
+  padding for a student without a mask) are given to `dataset` like labels.
+  The teacher's outputs at padded steps are stored (finite, never used): the
+  price is `time / mean length` times the storage. Replay needs the inputs
+  padded as at the build: `dataset` refuses another shape of `x`, and labels
+  or weights of another length, naming the cached `time`; the Distiller
+  refuses a per-example student (another rank) and a student whose outputs
+  have another length. Top-k per token reconstructs the soft loss within
+  `T^2 |H(p~) - H(p)| + T m (max s - min s)` per token (m: the dropped mass at
+  `T`, s: the student's logits); measured, about 8% of the soft loss with the
+  top 8 of 50 classes at `T = 2` on a teacher whose tail holds 63% of the mass,
+  1-3% with a lighter tail or `k = 16` (`tests/test_sequence_cache.py`).
 - **Your files.** The cache claims its folder (`keras_kd.files.claim_folder`):
   it refuses a folder holding files it did not write, naming them, and only
   ever removes or overwrites its own files.
@@ -134,8 +155,11 @@ def teacher_fingerprint(teacher: keras.Model) -> str:
 
     Example:
 
-    >>> teacher_fingerprint(teacher)[:12]  # doctest: +SKIP
-    '3f0c9a7be21d'
+    >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> copy = keras.models.clone_model(teacher)
+    >>> copy.set_weights(teacher.get_weights())
+    >>> teacher_fingerprint(copy) == teacher_fingerprint(teacher)
+    True
     """
     digest = hashlib.sha256(type(teacher).__name__.encode())
     if isinstance(teacher, TeacherEnsemble):
@@ -248,6 +272,19 @@ def _teacher_layout(teacher) -> tuple[int, str, str | None]:
     return 1, "combined", None
 
 
+def _output_layout(shape: tuple) -> tuple[int | None, int]:
+    """(time steps or None, classes) of one example's teacher output `shape`."""
+    if len(shape) == 1:
+        return None, int(shape[0])
+    if len(shape) == 2:
+        return int(shape[0]), int(shape[1])
+    raise ValueError(
+        f"The teacher outputs {shape} per example, but the cache stores logits "
+        "(classes,) per example or (time, classes) per sequence. Flatten the other "
+        "axes in the teacher (e.g. keras.layers.Reshape((-1, classes)))."
+    )
+
+
 def _augment_name(augment: Callable | None) -> str | None:
     """The name that identifies `augment` in the manifest (stable across processes)."""
     if augment is None:
@@ -337,6 +374,19 @@ def build_teacher_cache(
     distiller.compile(optimizer="adam", metrics=["accuracy"])
     distiller.fit(cache.dataset(x_train, y_train, batch_size=128, temperature=4.0))
     ```
+
+    A language model's outputs, top 8 of 50 classes per token (padding with 0
+    is masked by the student's `Embedding(mask_zero=True)` at replay):
+
+    >>> import tempfile
+    >>> tokens = keras.Input((None,), dtype="int32")
+    >>> lm = keras.Model(tokens, keras.layers.Embedding(50, 50, mask_zero=True)(tokens))
+    >>> x = np.array([[3, 7, 9, 0], [4, 2, 0, 0]], "int32")
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> cache = build_teacher_cache(lm, x, folder.name, top_k=8, verbose=False)
+    >>> cache.time, cache.logits().shape
+    (4, (2, 4, 50))
+    >>> folder.cleanup()
     """
     streams, stream_kind, mean = _teacher_layout(teacher)
     x = _as_array(x)
@@ -364,7 +414,11 @@ def build_teacher_cache(
     def forward_pass(batch):
         if stream_kind == "members":
             return teacher.member_logits(batch, training=False)
-        return tf.cast(teacher(batch, training=False), tf.float32)[:, None, :]
+        if mean == "geometric":
+            # The mean over the member axis (1), which for sequence members
+            # `(batch, members, time, classes)` is not the second to last.
+            return tf.reduce_mean(teacher.member_logits(batch, training=False), axis=1)[:, None]
+        return tf.cast(teacher(batch, training=False), tf.float32)[:, None]
 
     inference = TeacherInference(forward_pass, jit_compile=jit_compile)
     forward = inference.function
@@ -381,7 +435,9 @@ def build_teacher_cache(
             reduce_retracing=True,
         )
     # One example, eagerly: XLA would compile a shape used only here.
-    classes = int(forward_pass(x[:1] if augment is None else first[None]).shape[-1])
+    probe = forward_pass(x[:1] if augment is None else first[None])
+    time_steps, classes = _output_layout(tuple(probe.shape[2:]))
+    step_shape = (classes,) if time_steps is None else (time_steps, classes)
     tuner = None
     if batch_size is None:
         example_shape = tuple(x.shape[1:]) if augment is None else tuple(first.shape)
@@ -409,6 +465,10 @@ def build_teacher_cache(
         "seed": int(seed),
         "dtype": dtype,
     }
+    if time_steps is not None:
+        # Only sequence caches carry the key, so a per-example cache of an
+        # earlier version keeps its layout (and resumes instead of rebuilding).
+        content["time"] = time_steps
     layout = {
         "format": FORMAT,
         "version": VERSION,
@@ -445,7 +505,7 @@ def build_teacher_cache(
             if progress is not None:
                 progress.add((stop - start) * views)
             continue
-        outputs = np.empty((stop - start, views, streams, classes), np.float32)
+        outputs = np.empty((stop - start, views, streams, *step_shape), np.float32)
         begin = start
         while begin < stop:
             end = min(begin + batch_size, stop)
@@ -800,6 +860,9 @@ class TeacherCache:
         self.num_examples: int = manifest["num_examples"]
         self.views: int = content["views"]
         self.classes: int = content["classes"]
+        # Time steps of a sequence cache (outputs `(time, classes)` per
+        # example), None for one vector of logits per example.
+        self.time: int | None = content.get("time")
         self.streams: int = content["streams"]
         self.storage: str = content["storage"]
         self.top_k: int | None = content["top_k"]
@@ -864,7 +927,15 @@ class TeacherCache:
 
         Example:
 
-        >>> cache = TeacherCache.open("runs/cache", teacher=teacher)  # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> x = np.arange(12, dtype="float32").reshape(4, 3)
+        >>> _ = build_teacher_cache(teacher, x, folder.name, verbose=False)
+        >>> cache = TeacherCache.open(folder.name, teacher=teacher, x=x)
+        >>> cache.num_examples, cache.classes, cache.time
+        (4, 2, None)
+        >>> folder.cleanup()
         """
         if verify not in VERIFY_MODES:
             raise ValueError(f"`verify` must be one of {VERIFY_MODES}, got {verify!r}.")
@@ -918,6 +989,8 @@ class TeacherCache:
     def _expected_shape(manifest: dict, kind: str, rows: int) -> tuple:
         content = manifest["content"]
         lead = (rows, content["views"], content["streams"])
+        if content.get("time") is not None:
+            lead += (content["time"],)
         if kind == "logits":
             return lead + (content["classes"],)
         if kind in ("indices", "values"):
@@ -1015,7 +1088,17 @@ class TeacherCache:
 
         Example:
 
-        >>> cache.check_teacher(teacher)  # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> cache = build_teacher_cache(teacher, np.ones((4, 3), "float32"), folder.name, verbose=False)
+        >>> cache.check_teacher(teacher)
+        >>> retrained = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> cache.check_teacher(retrained)
+        Traceback (most recent call last):
+        ...
+        ValueError: The teacher cache in ... is stale: ...
+        >>> folder.cleanup()
         """
         if teacher_fingerprint(teacher) != self.manifest["teacher_fingerprint"]:
             raise ValueError(
@@ -1037,9 +1120,32 @@ class TeacherCache:
 
         Example:
 
-        >>> cache.check_inputs(x_train)  # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> x = np.arange(12, dtype="float32").reshape(4, 3)
+        >>> cache = build_teacher_cache(teacher, x, folder.name, verbose=False)
+        >>> cache.check_inputs(x)
+        >>> cache.check_inputs(x[::-1])
+        Traceback (most recent call last):
+        ...
+        ValueError: `x` differs from the cached transfer set in examples [0, 4): ...
+        >>> folder.cleanup()
         """
         x = _as_array(x)
+        self._check_input_layout(x)
+        for shard in self.manifest["shards"]:
+            start, stop = shard["start"], shard["stop"]
+            if _hash_array(x[start:stop]) != shard["inputs_sha256"]:
+                raise ValueError(
+                    f"`x` differs from the cached transfer set in examples [{start}, "
+                    f"{stop}): the data were reordered or changed since the cache was "
+                    "built, so targets would not match their inputs. Give the inputs "
+                    "in the original order, or rebuild the cache."
+                )
+
+    def _check_input_layout(self, x) -> None:
+        """Raises a `ValueError` unless `x` has the cached count, shape and dtype."""
         size = _num_examples(x)
         manifest = self.manifest
         if size != self.num_examples:
@@ -1049,20 +1155,29 @@ class TeacherCache:
             )
         shape, dtype = list(x.shape[1:]), np.dtype(x.dtype).str
         if shape != manifest["input_shape"] or dtype != manifest["input_dtype"]:
+            padded = ""
+            if self.time is not None:
+                padded = (
+                    f" The cache holds sequences of {self.time} time steps: pad the "
+                    "inputs to the length they had at the build (or rebuild the "
+                    "cache at the new length)."
+                )
             raise ValueError(
                 f"`x` has example shape {tuple(shape)} and dtype {dtype}, but the cache "
                 f"was built on {tuple(manifest['input_shape'])} and "
-                f"{manifest['input_dtype']}. Give the same preprocessed inputs."
+                f"{manifest['input_dtype']}. Give the same preprocessed inputs.{padded}"
             )
-        for shard in manifest["shards"]:
-            start, stop = shard["start"], shard["stop"]
-            if _hash_array(x[start:stop]) != shard["inputs_sha256"]:
-                raise ValueError(
-                    f"`x` differs from the cached transfer set in examples [{start}, "
-                    f"{stop}): the data were reordered or changed since the cache was "
-                    "built, so targets would not match their inputs. Give the inputs "
-                    "in the original order, or rebuild the cache."
-                )
+
+    def _check_time_axis(self, name: str, values) -> None:
+        """Refuses per-token labels or weights of another length than the cache's."""
+        if self.time is None or values is None or values.ndim < 2:
+            return
+        if values.shape[1] != self.time:
+            raise ValueError(
+                f"`{name}` has shape {values.shape}, but the cache holds sequences of "
+                f"{self.time} time steps: give (examples,) or (examples, {self.time}) "
+                "values, padded like the inputs."
+            )
 
     @property
     def num_rows(self) -> int:
@@ -1106,17 +1221,21 @@ class TeacherCache:
             )
 
     def _targets(self, stored: list, temperature):
-        """Teacher logits `(rows, classes)` from stored arrays `(rows, streams, ...)`."""
+        """Teacher logits `(rows, [time,] classes)` from stored `(rows, streams, ...)`."""
         if self.storage == "full":
             logits = stored[0]
         else:
+            # Per example, or per token of a sequence: the last axis is expanded.
             logits = expand_top_k(stored[0], stored[1], stored[2], self.classes)
         if self.streams == 1:
             return logits[:, 0]
+        if self.time is not None:
+            # combine_logits wants the members second to last: (rows, time, members, C).
+            logits = tf.transpose(logits, [0, 2, 1, 3])
         return combine_logits(logits, temperature, self.mean)
 
     def logits(self, rows=None, *, temperature: float | None = None) -> np.ndarray:
-        """The cached teacher logits as a float32 array `(len(rows), classes)`.
+        """The cached teacher logits as a float32 array `(len(rows), [time,] classes)`.
 
         Args:
             rows: Row ids `example * views + view`; default all rows in order.
@@ -1130,8 +1249,14 @@ class TeacherCache:
 
         Example:
 
-        >>> cache.logits([0, 1]).shape  # doctest: +SKIP
+        >>> import tempfile
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(10)])
+        >>> x = np.ones((4, 3), "float32")
+        >>> cache = build_teacher_cache(teacher, x, folder.name, top_k=3, verbose=False)
+        >>> cache.logits([0, 1]).shape
         (2, 10)
+        >>> folder.cleanup()
         """
         self._check_temperature(temperature)
         rows = np.arange(self.num_rows) if rows is None else np.asarray(rows, np.int64)
@@ -1196,6 +1321,9 @@ class TeacherCache:
     ) -> tf.data.Dataset:
         """Replays the cache: `({"inputs": x, "teacher_logits": t}, y[, w])` batches.
 
+        `t` is `(batch, classes)`, or `(batch, time, classes)` for a sequence
+        cache (labels and weights may then be per token, `(examples, time)`).
+
         Each epoch visits every row (`example * views + view`) once. Shuffling
         permutes row ids, then inputs, labels, weights and teacher outputs are
         all gathered with the same ids, so they stay aligned; with augmentation
@@ -1207,7 +1335,9 @@ class TeacherCache:
                 was built on; an `np.memmap` works.
             y: Optional labels aligned with `x` (omit for an unlabeled transfer
                 set: the Distiller then trains on the soft term alone).
-            sample_weight: Optional per-example weights aligned with `x`.
+            sample_weight: Optional per-example weights aligned with `x`
+                (`(examples,)`, or `(examples, time)` per token of a sequence
+                cache).
             batch_size: Rows per batch.
             shuffle: Reshuffle the rows every epoch.
             seed: Shuffle seed.
@@ -1232,25 +1362,39 @@ class TeacherCache:
             A `tf.data.Dataset` for `Distiller.fit`.
 
         Raises:
-            ValueError: for inputs that do not match the cache, misaligned
-                `y`/`sample_weight`, a missing temperature or augmentation, or a
+            ValueError: for inputs that do not match the cache (another
+                shape: for a sequence cache, another padded length), misaligned
+                `y`/`sample_weight` (or of another time length), a missing temperature or augmentation, or a
                 cache file changed since `open` (memory-mapped replay raises
                 this while iterating, as a TensorFlow error carrying the message).
 
         Example:
 
-        >>> train = cache.dataset(x_train, y_train, batch_size=128)  # doctest: +SKIP
-        >>> distiller.fit(train, epochs=10)  # doctest: +SKIP
+        >>> import tempfile
+        >>> from keras_kd import Distiller
+        >>> folder = tempfile.TemporaryDirectory()
+        >>> teacher = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+        >>> x, y = np.ones((6, 3), "float32"), np.arange(6) % 4
+        >>> cache = build_teacher_cache(teacher, x, folder.name, verbose=False)
+        >>> train = cache.dataset(x, y, batch_size=4)
+        >>> features, labels = next(iter(train))
+        >>> sorted(features), tuple(features["teacher_logits"].shape)
+        (['inputs', 'teacher_logits'], (4, 4))
+        >>> student = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+        >>> distiller = Distiller(student=student, teacher=None, temperature=2.0)
+        >>> distiller.compile(optimizer="sgd")
+        >>> history = distiller.fit(train, epochs=2, verbose=0)
+        >>> len(history.history["loss"])
+        2
+        >>> folder.cleanup()
         """
         self._check_unchanged()
         x = _as_array(x)
         size = _num_examples(x)
         if check_order:
             self.check_inputs(x)
-        elif size != self.num_examples:
-            raise ValueError(
-                f"`x` has {size} examples but the cache holds {self.num_examples}."
-            )
+        else:
+            self._check_input_layout(x)
         if sample_weight is not None and y is None:
             raise ValueError(
                 "`sample_weight` without `y`: Keras would read the weights as labels. "
@@ -1259,6 +1403,8 @@ class TeacherCache:
             )
         y = _check_aligned("y", y, size)
         sample_weight = _check_aligned("sample_weight", sample_weight, size)
+        self._check_time_axis("y", y)
+        self._check_time_axis("sample_weight", sample_weight)
         self._check_temperature(temperature)
         built_with = self.manifest["content"]["augment"]
         given = _augment_name(augment)
