@@ -36,6 +36,12 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from keras_kd.commands import run_reporting_errors
+from keras_kd.runs import RunFolder
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _status_kib(field: str) -> int:
@@ -119,13 +125,41 @@ def main(argv=None) -> int:
         "--chunk-size", type=int, default=256,
         help="rows (tokens) per chunk of the chunked variant; 0 means unchunked",
     )
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "runs" / "sequence_loss_memory"),
+        help="run folder: results.md / results.json; a rerun with the same settings "
+        "reuses the measurement, other settings are refused",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(_child(args)))
         return 0
-    plain = _run_variant(args, 0)
-    chunked = _run_variant(args, args.chunk_size)
+    settings = {
+        key: getattr(args, key)
+        for key in ("batch", "time", "vocab", "width", "temperature", "steps", "chunk_size")
+    }
+    return run_reporting_errors("sequence loss benchmark", lambda: _measure(args, settings))
+
+
+def _measure(args, settings: dict) -> int:
+    """Measures both variants in the run folder `--out` (or reuses the measurement)."""
+    with RunFolder(args.out) as runs:
+        record = runs.model("measurement", settings).get_or_measure(
+            lambda run: {
+                "unchunked": _run_variant(args, 0),
+                "chunked": _run_variant(args, args.chunk_size),
+            }
+        )
+        table = _report(args, record["unchunked"], record["chunked"])
+        runs.write_results(
+            table, title="TemperedKL on sequences: chunked vs unchunked", extra=settings
+        )
+    return 0
+
+
+def _report(args, plain: dict, chunked: dict) -> list[dict]:
+    """Prints the comparison and returns it as table rows."""
     tokens = args.batch * args.time
     logits_mib = tokens * args.vocab * 4 / 2**20
     print(
@@ -139,12 +173,25 @@ def main(argv=None) -> int:
         ("peak memory delta (MiB)", "peak_delta_mib", "{:12.0f}", "{:14.0f}"),
         ("step time (s)", "step_seconds", "{:12.3f}", "{:14.3f}"),
     ]
+    table = []
     for label, key, left, right in rows:
         ratio = chunked[key] / plain[key]
         print(f"{label:28}" + left.format(plain[key]) + right.format(chunked[key]) + f"{ratio:9.2f}")
+        table.append({
+            "measure": label,
+            "unchunked": left.format(plain[key]).strip(),
+            f"chunk {args.chunk_size}": right.format(chunked[key]).strip(),
+            "ratio": f"{ratio:.2f}",
+        })
     difference = abs(chunked["loss"] - plain["loss"]) / abs(plain["loss"])
     print(f"loss {plain['loss']:.6f} vs {chunked['loss']:.6f} (relative difference {difference:.1e})")
-    return 0
+    table.append({
+        "measure": "loss",
+        "unchunked": f"{plain['loss']:.6f}",
+        f"chunk {args.chunk_size}": f"{chunked['loss']:.6f}",
+        "ratio": f"{chunked['loss'] / plain['loss']:.6f}",
+    })
+    return table
 
 
 if __name__ == "__main__":
