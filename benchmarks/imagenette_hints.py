@@ -55,16 +55,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 
 import keras_kd  # noqa: E402
-from keras_kd import commands, distribute, training  # noqa: E402
+from keras_kd import commands, distribute  # noqa: E402
 from keras_kd.experiments import imagenet  # noqa: E402
 from keras_kd.experiments import imagenet_models as models  # noqa: E402
-from keras_kd.experiments.imagenet_runs import (  # noqa: E402
-    EPOCH_LOG,
-    EpochLog,
-    ImagenetExperiment,
-    RunSpec,
-    read_epoch_log,
-)
+from keras_kd.experiments.imagenet_runs import ImagenetExperiment, RunSpec  # noqa: E402
 from keras_kd.runs import RunFolder, seed_summary  # noqa: E402
 
 RUNS = ("teacher", "kd", "hints", "peer")
@@ -84,6 +78,10 @@ SCHEDULE = {
 # wider than the student so that the hint needs its 1x1 convolution adapter.
 QUICK = {**imagenet.QUICK, "teacher_width": 0.5, "seeds": (0,),
          "out": SCHEDULE["out"] + "-quick"}  # fmt: skip
+# The hint's name: its loss is logged as hint_stage_loss, and each run records
+# that loss per epoch (imagenet_runs.hint_loss_curves).
+HINT_NAME = "stage"
+HINT_CURVE = f"hint_{HINT_NAME}_loss_curve"
 # The last block at stride 16 of each network (7 x 7 at 112 px).
 HINT_LAYERS = {
     "mobilenetv2": "block_12_add",
@@ -151,13 +149,17 @@ class HintsExperiment(ImagenetExperiment):
                 return {"run": spec.name, "kind": "peer", "seed": spec.seed, "skipped": refusal}
         return super().run(spec)
 
-    def _compiled(self, spec: RunSpec, network, optimizer, teacher):
-        s = self.settings
+    def online_teacher(self, spec: RunSpec):
+        return None if spec.kind == "teacher" else self.teacher()
+
+    def compile_model(self, spec: RunSpec, network, optimizer, teacher):
         kind, _, weight = spec.kind.partition(":")
-        if kind in ("teacher", "kd"):
+        if kind == "hints":
+            s = self.settings
             return models.compile_run(
-                kind, network, optimizer=optimizer, teacher=teacher,
+                "kd", network, optimizer=optimizer, teacher=teacher,
                 temperature=s.temperature, soft_weight=s.soft_weight, jit_compile=s.xla,
+                distiller_options={"hints": [self._hint(float(weight))]},
             )  # fmt: skip
         if kind == "peer":
             model = self._peer(network, teacher, float(weight))
@@ -165,23 +167,17 @@ class HintsExperiment(ImagenetExperiment):
                 optimizer,
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=models.accuracy_metrics(self.data.num_classes),
-                jit_compile=s.xla,
+                jit_compile=self.settings.xla,
             )
             # Backups need a built model; one call builds keras.distillation's.
             model(keras.ops.zeros((1, *network.input_shape[1:])))
             return model
-        model = keras_kd.Distiller(
-            student=network, teacher=teacher, temperature=s.temperature,
-            soft_weight=s.soft_weight, hints=[self._hint(float(weight))],
-        )  # fmt: skip
-        model.compile(optimizer, metrics=models.accuracy_metrics(self.data.num_classes),
-                      jit_compile=s.xla)  # fmt: skip
-        return model
+        return super().compile_model(spec, network, optimizer, teacher)
 
     def _hint(self, weight: float) -> keras_kd.Hint:
         o = self.options
         return keras_kd.Hint(student_layer=o.student_layer, teacher_layer=o.teacher_layer,
-                             weight=weight, name="stage")  # fmt: skip
+                             weight=weight, name=HINT_NAME)  # fmt: skip
 
     def _peer(self, student, teacher, weight: float):
         """keras.distillation's Distiller with the objective of the `hints` run."""
@@ -214,42 +210,6 @@ class HintsExperiment(ImagenetExperiment):
             return str(error).strip().splitlines()[0][:300]
         return None
 
-    def _train(self, spec: RunSpec, run) -> dict:
-        # ImagenetExperiment._train, with `_compiled` choosing the model to fit.
-        s, setup = self.settings, self.setup
-        epochs = (s.teacher_epochs or s.epochs) if spec.kind == "teacher" else s.epochs
-        total = epochs * self.steps
-        with setup.strategy.scope():
-            network = self._network(spec._replace(kind=spec.kind.partition(":")[0]))
-            batchnorm = models.set_batchnorm(network, s.bn_momentum)
-        teacher = None if spec.kind == "teacher" else self.teacher()
-        with setup.strategy.scope():
-            optimizer = models.sgd(
-                setup.learning_rate, total, int(round(s.warmup_epochs * self.steps)),
-                momentum=s.momentum, weight_decay=s.weight_decay,
-            )  # fmt: skip
-            model = self._compiled(spec, network, optimizer, teacher)
-        self.say(f"{spec.name}: {spec.kind}, seed {spec.seed}, {epochs} epochs x "
-                 f"{self.steps} steps; {batchnorm}")  # fmt: skip
-        log_path = run.folder / EPOCH_LOG
-        training.fit_resumable(
-            model, self._online_stream(spec.seed), epochs=epochs,
-            steps_per_epoch=self.steps, backup_dir=run.backup_dir,
-            save_freq=s.save_freq, callbacks=[EpochLog(log_path)],
-            validation_data=self.val, verbose=s.verbose,
-        )  # fmt: skip
-        epochs_log = read_epoch_log(log_path)
-        record = {"run": spec.name, "kind": spec.kind.partition(":")[0], "seed": spec.seed,
-                  "epochs": epochs, **models.score(network, self.val),
-                  **self._timings(epochs_log)}  # fmt: skip
-        hint_losses = [e.get("hint_stage_loss") for e in epochs_log.values()]
-        if any(v is not None for v in hint_losses):
-            record["hint_loss_curve"] = hint_losses
-        run.finish(network, record)
-        self.say(f"{spec.name}: top-1 {record['top1']:.4f}, "
-                 f"{record['seconds_per_epoch']:.1f} s/epoch")  # fmt: skip
-        return record
-
 
 def results_rows(records: list[dict]) -> list[dict]:
     """One row per kind of run (and hint weight): top-1 over the seeds, speed."""
@@ -270,7 +230,7 @@ def results_rows(records: list[dict]) -> list[dict]:
             "top-5 % (mean)": f"{seed_summary([100 * r['top5'] for r in group]).mean:.2f}",
             "s / epoch": f"{seed_summary([r['seconds_per_epoch'] for r in group]).mean:.1f}",
             "last hint loss": ", ".join(
-                f"{r['hint_loss_curve'][-1]:.4f}" for r in group if r.get("hint_loss_curve")
+                f"{r[HINT_CURVE][-1]:.4f}" for r in group if r.get(HINT_CURVE)
             ),
         })  # fmt: skip
     return rows
@@ -280,7 +240,7 @@ def verdict(records: list[dict]) -> str:
     """Whether hints + KD beat KD alone by more than the seeds' spread."""
     by_kind: dict[str, list[float]] = {}
     for r in records:
-        if "skipped" not in r and r["kind"] in ("kd", "hints"):
+        if "skipped" not in r and r["kind"].partition(":")[0] in ("kd", "hints"):
             by_kind.setdefault(r["run"].rsplit("-s", 1)[0], []).append(100 * r["top1"])
     kd = [v for k, v in by_kind.items() if k.startswith("kd-")]
     lines = []

@@ -1187,7 +1187,19 @@ class Distiller(keras.Model):
 
         Example:
 
-        >>> distiller.check_data(x_train, y_train)  # doctest: +SKIP
+        >>> import keras, numpy as np
+        >>> def net(seed):
+        ...     keras.utils.set_random_seed(seed)
+        ...     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        >>> distiller = Distiller(student=net(0), teacher=net(1))
+        >>> distiller.compile(optimizer="adam")
+        >>> x = np.random.default_rng(0).normal(size=(12, 4)).astype("float32")
+        >>> distiller.check_data(x, np.arange(12) % 3)  # fine: returns None
+        >>> try:
+        ...     distiller.check_data(x, np.arange(12) % 3 + 3)  # ids 3-5, 3 classes
+        ... except ValueError as error:
+        ...     print("outside [0, 3)" in str(error))
+        True
         """
         whole = checks.check_arrays(x, y, sample_weight)
         batch = checks.read_first_batch(x, y, sample_weight, batch_size or 32)

@@ -671,8 +671,15 @@ class HintPlan:
 
     Example:
 
-    >>> plan = HintPlan(hints, student, teacher)  # doctest: +SKIP
-    >>> logits, features = plan.student_outputs(x, training=True)  # doctest: +SKIP
+    >>> import keras, numpy as np
+    >>> def net(name, width):
+    ...     inputs = keras.Input((8,))
+    ...     features = keras.layers.Dense(width, name="features")(inputs)
+    ...     return keras.Model(inputs, keras.layers.Dense(3)(features), name=name)
+    >>> plan = HintPlan((Hint("features", "features"),), net("s", 4), net("t", 6))
+    >>> logits, features = plan.student_outputs(np.ones((2, 8), "float32"), training=True)
+    >>> tuple(logits.shape), [tuple(f.shape) for f in features], len(plan.adapters)
+    ((2, 3), [(2, 4)], 1)
     """
 
     def __init__(self, hints: tuple[Hint, ...], student, teacher):

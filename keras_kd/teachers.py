@@ -313,8 +313,12 @@ class TeacherEnsemble(keras.Model):
 
         Example:
 
-        >>> ensemble.member_logits(x).shape  # doctest: +SKIP
-        TensorShape([32, 10, 10])
+        >>> import keras, numpy as np
+        >>> members = [keras.Sequential([keras.Input((4,)), keras.layers.Dense(10)])
+        ...            for _ in range(3)]
+        >>> ensemble = TeacherEnsemble(members)
+        >>> tuple(ensemble.member_logits(np.ones((32, 4), "float32")).shape)
+        (32, 3, 10)
         """
         try:  # a dict of inputs, or a tensor of unknown rank, is not checked
             example_shape = tuple(x.shape)[1:]
@@ -348,7 +352,16 @@ class TeacherEnsemble(keras.Model):
 
         Example:
 
-        >>> soft = tf.nn.softmax(ensemble.logits_at_temperature(x, 4.0) / 4.0)  # doctest: +SKIP
+        >>> import keras, numpy as np
+        >>> members = [keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        ...            for _ in range(2)]
+        >>> ensemble = TeacherEnsemble(members)  # geometric mean
+        >>> x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+        >>> soft = tf.nn.softmax(ensemble.logits_at_temperature(x, 4.0) / 4.0)
+        >>> log_p = [tf.nn.log_softmax(m(x) / 4.0) for m in members]
+        >>> by_hand = tf.nn.softmax((log_p[0] + log_p[1]) / 2)  # normalized geometric mean
+        >>> tuple(soft.shape), bool(np.allclose(soft, by_hand, atol=1e-6))
+        ((5, 3), True)
         """
         return combine_logits(self.member_logits(x, training), temperature, self.mean)
 
@@ -515,8 +528,13 @@ def evaluate_ensemble(
 
     Example:
 
-    >>> evaluate_ensemble(ensemble, x_test, y_test)["ensemble"]["accuracy"]  # doctest: +SKIP
-    0.9871
+    >>> import keras
+    >>> members = [keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    ...            for _ in range(2)]
+    >>> x = np.random.default_rng(0).normal(size=(20, 4)).astype("float32")
+    >>> report = evaluate_ensemble(TeacherEnsemble(members), x, np.arange(20) % 3)
+    >>> len(report["members"]), 0.0 <= report["ensemble"]["accuracy"] <= 1.0
+    (2, True)
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:

@@ -22,8 +22,9 @@ import tensorflow as tf
 
 import keras_kd
 from keras_kd.datasets.python_source import load_python_source
-from keras_kd.experiments.language_model import causal_transformer, perplexity
+from keras_kd.evaluation import perplexity
 from keras_kd.losses import TemperedKL
+from keras_kd.models import causal_transformer
 
 
 def batches(x, y, batch_size, seed):

@@ -32,10 +32,11 @@ from keras_kd.datasets.python_source import (
     read_corpus,
 )
 from keras_kd.distiller import Distiller
+from keras_kd.evaluation import token_scores
 from keras_kd.experiments._epochs import CURVE_FILE, EpochBackup, fit_epochs
-from keras_kd.experiments._lm_models import causal_transformer, token_scores
 from keras_kd.experiments.language_model import Settings
 from keras_kd.losses import TemperedKL
+from keras_kd.models import causal_transformer
 from keras_kd.runs import ModelRun, RunFolder, seed_summary
 
 TITLE = "Token-level distillation of a causal Transformer LM (Python stdlib source)"

@@ -262,6 +262,32 @@ class ImagenetExperiment:
             model_name="student",
         )  # fmt: skip
 
+    def online_teacher(self, spec: RunSpec) -> keras.Model | None:
+        """The teacher that run `spec` runs on every batch, or None if it needs none.
+
+        A subclass with kinds of its own overrides it (with `compile_model`).
+        """
+        return self.teacher() if spec.kind in ONLINE_KINDS else None
+
+    def compile_model(
+        self,
+        spec: RunSpec,
+        network: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        teacher: keras.Model | None,
+    ) -> keras.Model:
+        """The compiled model that `fit` trains for run `spec`: `models.compile_run`.
+
+        Called inside the strategy scope, with `online_teacher(spec)`. A subclass
+        overrides it to train other kinds of run, e.g. a `keras_kd.Distiller`
+        with hints through `compile_run(..., distiller_options={"hints": ...})`.
+        """
+        s = self.settings
+        return models.compile_run(
+            spec.kind, network, optimizer=optimizer, teacher=teacher,
+            temperature=s.temperature, soft_weight=s.soft_weight, jit_compile=s.xla,
+        )  # fmt: skip
+
     def _train(self, spec: RunSpec, run: ModelRun) -> dict:
         s, setup = self.settings, self.setup
         epochs = (s.teacher_epochs or s.epochs) if spec.kind == "teacher" else s.epochs
@@ -269,7 +295,7 @@ class ImagenetExperiment:
         with setup.strategy.scope():
             network = self._network(spec)
             batchnorm = models.set_batchnorm(network, s.bn_momentum)
-        teacher = self.teacher() if spec.kind in ONLINE_KINDS else None
+        teacher = self.online_teacher(spec)
         make_dataset, extra = self._online_stream(spec.seed), {}
         if spec.kind == "cached":
             make_dataset, extra = self._cached_stream(spec.seed)
@@ -278,11 +304,7 @@ class ImagenetExperiment:
                 setup.learning_rate, total, int(round(s.warmup_epochs * self.steps)),
                 momentum=s.momentum, weight_decay=s.weight_decay,
             )  # fmt: skip
-            model = models.compile_run(
-                spec.kind, network, optimizer=optimizer, teacher=teacher,
-                temperature=s.temperature, soft_weight=s.soft_weight,
-                jit_compile=s.xla,
-            )  # fmt: skip
+            model = self.compile_model(spec, network, optimizer, teacher)
         self.say(f"{spec.name}: {spec.kind}, seed {spec.seed}, {epochs} epochs x "
                  f"{self.steps} steps; {batchnorm}")  # fmt: skip
         log_path = run.folder / EPOCH_LOG
@@ -307,9 +329,10 @@ class ImagenetExperiment:
             verbose=s.verbose if setup.is_chief else 2,
         )
         scores = models.score(network, self.val)
+        epochs_log = read_epoch_log(log_path)
         record = {"run": spec.name, "kind": spec.kind, "seed": spec.seed,
-                  "epochs": epochs, **scores,
-                  **self._timings(read_epoch_log(log_path)), **extra}  # fmt: skip
+                  "epochs": epochs, **scores, **self._timings(epochs_log),
+                  **hint_loss_curves(epochs_log), **extra}  # fmt: skip
         run.finish(network, record)
         self.say(f"{spec.name}: top-1 {record['top1']:.4f}, top-5 {record['top5']:.4f}, "
                  f"{record['seconds_per_epoch']:.1f} s/epoch")  # fmt: skip
@@ -433,6 +456,20 @@ class ImagenetExperiment:
             model.trainable = False
             self._teacher = model
         return self._teacher
+
+
+def hint_loss_curves(epochs: Mapping[int, dict]) -> dict[str, list]:
+    """Each hint loss a `keras_kd.Distiller` logged, per epoch, as `<name>_curve`.
+
+    Example:
+
+    >>> hint_loss_curves({1: {"loss": 2.0, "hint_stage_loss": 0.5},
+    ...                   2: {"loss": 1.0, "hint_stage_loss": 0.25}})
+    {'hint_stage_loss_curve': [0.5, 0.25]}
+    """
+    keys = sorted({key for record in epochs.values() for key in record
+                   if key.startswith("hint_") and key.endswith("_loss")})  # fmt: skip
+    return {f"{key}_curve": [epochs[e].get(key) for e in sorted(epochs)] for key in keys}
 
 
 def flatten(settings: Mapping, prefix: str = "") -> dict:

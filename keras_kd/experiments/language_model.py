@@ -1,7 +1,8 @@
 """Token-level distillation of a causal Transformer LM: `keras-kd language-model`.
 
-A larger causal Transformer language model (the teacher) is trained on the
-Python standard library's own source, then a smaller one (the student) is
+A larger causal Transformer language model (the teacher,
+`keras_kd.models.causal_transformer`) is trained on the Python standard
+library's own source, then a smaller one (the student) is
 trained twice per seed: from scratch on the next tokens, and distilled from
 the teacher token by token with `keras_kd.Distiller` on `(batch, time,
 vocab)` logits (padding masked by `Embedding(mask_zero=True)`; the losses are
@@ -19,7 +20,8 @@ from another Python's library is refused (`keras_kd.runs.RunSettingsError`).
 Figures, per model (students: mean and each seed):
 
 - **perplexity**: `exp(mean next-token negative log-likelihood)` over the
-  valid target tokens of the validation or test split, per token of the run's
+  valid target tokens of the validation or test split
+  (`keras_kd.evaluation.token_scores`), per token of the run's
   byte-pair tokenizer (its `--vocab-size`); comparable only between models
   of the same run (the same tokenizer).
 - **bits per byte**: the same likelihood per byte of source text
@@ -310,59 +312,6 @@ def run(settings: Settings) -> list[dict]:
     from keras_kd.experiments._lm_runner import run_experiment
 
     return run_experiment(settings)
-
-
-def causal_transformer(vocab_size: int, sequence_length: int, **sizes):
-    """A causal Transformer LM, token ids -> logits per position (masked padding).
-
-    Args:
-        vocab_size: Token ids `[0, vocab_size)`; 0 is padding.
-        sequence_length: Longest input.
-        **sizes: `layers`, `width`, `heads`, optional `dropout` and `name`.
-
-    Returns:
-        A functional `keras.Model` `(batch, time)` -> `(batch, time,
-        vocab_size)` logits carrying the Keras padding mask.
-
-    Raises:
-        ValueError: when `width` is not a multiple of `heads`, or a size is < 1.
-
-    Example:
-
-    ```python
-    model = causal_transformer(2048, 128, layers=2, width=128, heads=4)
-    ```
-    """
-    from keras_kd.experiments._lm_models import causal_transformer as build
-
-    return build(vocab_size, sequence_length, **sizes)
-
-
-def perplexity(model, inputs, targets, *, batch_size: int = 64) -> float:
-    """`exp` of the mean next-token negative log-likelihood over valid targets.
-
-    Args:
-        model: Token ids -> logits `(batch, time, vocab)`.
-        inputs, targets: Int arrays `(windows, time)`; targets equal to 0
-            (padding) are not counted.
-        batch_size: Windows per forward pass.
-
-    Returns:
-        The perplexity per token (of the tokenizer that made the ids).
-
-    Raises:
-        ValueError: for arrays of different shapes, or without a valid target.
-
-    Example:
-
-    ```python
-    x, y = source.splits["test"]
-    print(perplexity(student, x, y))
-    ```
-    """
-    from keras_kd.experiments._lm_models import token_scores
-
-    return token_scores(model, inputs, targets, batch_size=batch_size).perplexity
 
 
 def _limit_threads(threads: int | None) -> None:
