@@ -299,7 +299,8 @@ class TeacherEnsemble(keras.Model):
         return len(self.members)
 
     def member_logits(self, x, training: bool = False):
-        """The members' logits stacked on axis 1: `(batch, members, classes)`.
+        """The members' logits stacked on axis 1: `(batch, members, classes)`
+        (`(batch, members, time, classes)` for sequence members).
 
         Args:
             x: A batch of inputs accepted by every member.
@@ -363,7 +364,12 @@ class TeacherEnsemble(keras.Model):
         >>> tuple(soft.shape), bool(np.allclose(soft, by_hand, atol=1e-6))
         ((5, 3), True)
         """
-        return combine_logits(self.member_logits(x, training), temperature, self.mean)
+        stacked = self.member_logits(x, training)
+        if stacked.shape.rank == 4:
+            # Sequence members: (batch, members, time, classes); combine_logits
+            # needs the member axis second to last.
+            stacked = tf.transpose(stacked, [0, 2, 1, 3])
+        return combine_logits(stacked, temperature, self.mean)
 
     def call(self, x, training: bool = False):
         """The combined logits at `T = 1`."""

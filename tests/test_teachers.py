@@ -171,3 +171,26 @@ def test_member_data_order_is_shuffled_for_dict_inputs():
     order = np.concatenate([b.numpy() for _, b in _as_dataset(x, y, 16, shuffle_seed=3)])
     assert sorted(order.tolist()) == list(range(64))
     assert order.tolist() != list(range(64))  # a buffer of one would keep the order
+
+
+@pytest.mark.parametrize("mean", ["arithmetic", "geometric"])
+def test_an_ensemble_of_sequence_members_combines_each_time_step(mean):
+    rng = np.random.default_rng(3)
+    members = [
+        keras.Sequential([keras.Input((6, 4)), keras.layers.Dense(5)]) for _ in range(3)
+    ]
+    x = rng.normal(size=(2, 6, 4)).astype("float32")
+    ensemble = TeacherEnsemble(members, mean=mean)
+    combined = ensemble.logits_at_temperature(x, 2.0).numpy()
+    assert combined.shape == (2, 6, 5)
+    z = np.stack([member(x).numpy() for member in members])  # (members, batch, time, classes)
+    if mean == "geometric":
+        expected = z.mean(axis=0)
+    else:
+        p = np.exp(z / 2.0 - z.max(axis=-1, keepdims=True) / 2.0)
+        p /= p.sum(axis=-1, keepdims=True)
+        expected = 2.0 * np.log(p.mean(axis=0))
+    # Logits are defined up to a constant per token: compare the distributions.
+    got = np.exp(combined / 2.0) / np.exp(combined / 2.0).sum(-1, keepdims=True)
+    want = np.exp(expected / 2.0) / np.exp(expected / 2.0).sum(-1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=1e-6)
