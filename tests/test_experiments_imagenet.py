@@ -320,3 +320,29 @@ def test_tfds_source_under_a_mirrored_strategy(tmp_path, capsys):
     assert record["images"] == 8 and 0.0 <= record["top1"] <= record["top5"] <= 1.0
     log = tmp_path / "run" / "models" / "scratch-s0" / "epochs.jsonl"
     assert [json.loads(line)["steps"] for line in log.read_text().splitlines()] == [2]
+
+
+def test_compile_run_passes_distiller_options_and_refuses_them_elsewhere():
+    import keras_kd
+    from keras_kd.experiments.imagenet_models import compile_run
+
+    def conv(name, channels):
+        pixels = keras.Input((8, 8, 3))
+        features = keras.layers.Conv2D(channels, 1, name=f"{name}_features")(pixels)
+        pooled = keras.layers.GlobalAveragePooling2D()(features)
+        return keras.Model(pixels, keras.layers.Dense(4)(pooled), name=name)
+
+    student, teacher = conv("student", 2), conv("teacher", 6)
+    hint = keras_kd.Hint(student_layer="student_features", teacher_layer="teacher_features")
+    model = compile_run(
+        "kd", student, optimizer=keras.optimizers.SGD(0.01), teacher=teacher,
+        distiller_options={"hints": [hint]},
+    )
+    x = np.random.default_rng(0).normal(size=(8, 8, 8, 3)).astype("float32")
+    logs = model.fit(x, np.arange(8) % 4, epochs=1, verbose=0).history
+    assert any(key.startswith("hint_") and key.endswith("_loss") for key in logs), logs
+    with pytest.raises(ValueError, match="distiller_options"):
+        compile_run(
+            "scratch", student, optimizer=keras.optimizers.SGD(0.01),
+            distiller_options={"hints": [hint]},
+        )
