@@ -68,7 +68,6 @@ import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -32,21 +32,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
 import math
-import shlex
 import sys
-import time
 from pathlib import Path
 
-from keras_kd import files
 from keras_kd.experiments import language_model
-
-ROOT = Path(__file__).resolve().parent.parent
-RUNS = ROOT / "benchmarks" / "runs" / "language_model"
-RESULTS = ROOT / "benchmarks" / "results" / "language_model.md"
+from keras_kd.experiments._benchmarks import run_benchmark
 
 FULL = [
     "--max-bytes", "4000000",
@@ -64,11 +56,9 @@ FULL = [
 ]  # fmt: skip
 
 
-def run_quick(out: Path, extra: list[str]) -> int:
-    """Quick mode; exit status 1 when a perplexity is not finite or not below the vocabulary."""
-    status = language_model.main(["--quick", "--out", str(out), *extra])
-    if status:
-        return status
+def check_quick(out: Path) -> int:
+    """Exit status 1 when a quick run's perplexity is not finite or not below
+    the vocabulary size."""
     payload = json.loads((out / "results.json").read_text())
     vocab = payload["settings"]["vocab_size"]
     for row in payload["rows"]:
@@ -80,40 +70,17 @@ def run_quick(out: Path, extra: list[str]) -> int:
     return 0
 
 
-def run_full(out: Path, extra: list[str], command: str) -> int:
-    """The full configuration; writes `benchmarks/results/language_model.md` at the end."""
-    started = time.time()
-    status = language_model.main([*FULL, "--out", str(out), *extra])
-    if status:
-        return status
-    minutes = (time.time() - started) / 60
-    heading, table = (out / "results.md").read_text().split("\n", 1)
-    files.atomic_write_text(
-        RESULTS,
-        f"{heading}\n\n"
-        f"Command: `{command}`  \n"
-        f"Finished: {datetime.date.today().isoformat()}, {minutes:.0f} min for this "
-        "invocation (models finished by an earlier invocation are reused, not "
-        "retrained)\n\n" + table.lstrip("\n"),
-    )
-    print(f"wrote {RESULTS}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ours, extra = argv, []
-    if "--" in argv:
-        ours, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="quick mode and check")
-    parser.add_argument("--out", default=None, help=f"run folder (default {RUNS})")
-    args = parser.parse_args(ours)
-    if args.quick:
-        return run_quick(Path(args.out or RUNS.with_name("language_model-quick")), extra)
-    command = "python benchmarks/language_model.py " + shlex.join(argv)
-    return run_full(Path(args.out or RUNS), extra, command.strip())
+    return run_benchmark(
+        argv,
+        name="language_model",
+        experiment_main=language_model.main,
+        full=FULL,
+        quick_check=check_quick,
+        script=__file__,
+        doc=__doc__,
+    )
 
 
 if __name__ == "__main__":

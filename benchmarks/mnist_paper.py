@@ -21,20 +21,12 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import shlex
 import sys
-import time
 from pathlib import Path
 
-from keras_kd import files
 from keras_kd.experiments import mnist
-
-ROOT = Path(__file__).resolve().parent.parent
-RUNS = ROOT / "benchmarks" / "runs" / "mnist"
-RESULTS = ROOT / "benchmarks" / "results" / "mnist.md"
+from keras_kd.experiments._benchmarks import run_benchmark
 
 # 45 teacher / 20 student epochs (27 minutes on 2 shared cores) gave a teacher of
 # 82 errors; 120 / 30 gave 76 (benchmarks/results/mnist.md, keras-kd 0.1.0).
@@ -46,11 +38,9 @@ FULL = [
 ]  # fmt: skip
 
 
-def run_quick(out: Path, extra: list[str]) -> int:
-    """Quick mode; exit status 1 when distillation does not beat the scratch student."""
-    status = mnist.main(["--quick", "--out", str(out), *extra])
-    if status:
-        return status
+def check_quick(out: Path) -> int:
+    """Exit status 1 when the quick run's distilled student does not beat the
+    scratch one."""
     rows = json.loads((out / "results.json").read_text())["rows"]
     errors = {row["model"]: row["test errors"] for row in rows}
     print(f"quick mode test errors: {errors}")
@@ -62,43 +52,19 @@ def run_quick(out: Path, extra: list[str]) -> int:
     return 0
 
 
-def run_full(out: Path, extra: list[str], command: str) -> int:
-    """The full schedule; writes `benchmarks/results/mnist.md` when it finishes."""
-    started = time.time()
-    status = mnist.main([*FULL, "--out", str(out), *extra])
-    if status:
-        return status
-    minutes = (time.time() - started) / 60
-    heading, table = (out / "results.md").read_text().split("\n", 1)
-    files.atomic_write_text(
-        RESULTS,
-        f"{heading}\n\n"
-        f"Command: `KERAS_KD_DATA_DIR=../shared/data {command}`  \n"
-        f"Finished: {datetime.date.today().isoformat()}, {minutes:.0f} min for this "
-        "invocation (models finished by an earlier invocation are reused, not "
-        "retrained)\n\n" + table.lstrip("\n"),
-    )
-    print(f"wrote {RESULTS}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    ours, extra = argv, []
-    if "--" in argv:
-        ours, extra = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="quick mode and check")
-    parser.add_argument("--out", default=None, help=f"run folder (default {RUNS})")
-    parser.add_argument("--data-dir", default=None, help="default: $KERAS_KD_DATA_DIR")
-    args = parser.parse_args(ours)
-    if args.data_dir:
-        extra = ["--data-dir", args.data_dir, *extra]
-    if args.quick:
-        return run_quick(Path(args.out or RUNS.with_name("mnist-quick")), extra)
-    command = "python benchmarks/mnist_paper.py " + shlex.join(argv)
-    return run_full(Path(args.out or RUNS), extra, command.strip())
+    return run_benchmark(
+        argv,
+        name="mnist",
+        experiment_main=mnist.main,
+        full=FULL,
+        quick_check=check_quick,
+        script=__file__,
+        doc=__doc__,
+        data_dir=True,
+        environment="KERAS_KD_DATA_DIR=../shared/data ",
+    )
 
 
 if __name__ == "__main__":

@@ -94,6 +94,66 @@ def run_reporting_errors(
         return 130
 
 
+def experiment_main(
+    command: str,
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    run: Callable[[argparse.Namespace], object],
+) -> int:
+    """The body of an experiment's `main(argv) -> int` (`keras-kd COMMAND`).
+
+    Args:
+        command: The subcommand's name in messages, e.g. `"mnist"`.
+        parser: The experiment's option parser.
+        argv: The options (default: the command line).
+        run: Runs the experiment from the parsed options; what it returns is
+            ignored.
+
+    Returns:
+        0 when the run finishes; argparse's status for `--help` (0) or a bad
+        option (2, its one line already printed); 2 with one line on stderr for
+        a user error raised by `run` (see `run_reporting_errors`).
+    """
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad option (already printed)
+        return int(stop.code or 0)
+
+    def body() -> int:
+        run(args)
+        return 0
+
+    return run_reporting_errors(command, body)
+
+
+def limit_threads(command: str, threads: int | None) -> None:
+    """Sets TensorFlow's intra- and inter-op thread pools to `threads`.
+
+    TensorFlow accepts this only before its first operation; later, a
+    different count is reported as one line on stderr naming `command`, and
+    the run goes on with TensorFlow's pools.
+
+    Args:
+        command: The subcommand's name in the message, e.g. `"mnist"`.
+        threads: The thread count (`None`: leave TensorFlow's choice).
+    """
+    if threads is None:
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        current = tf.config.threading.get_intra_op_parallelism_threads()
+        if current != threads:
+            print(
+                f"keras-kd {command}: --threads {threads} not applied: TensorFlow has "
+                f"started already in this process (intra-op threads: {current}).",
+                file=sys.stderr,
+            )
+
+
 def start_tensorflow(verbose: bool = False) -> None:
     """Imports TensorFlow, Keras and keras-kd's public API for a subcommand.
 
@@ -494,6 +554,57 @@ def add_setting(
         parts.append(f"--quick: {shown(quick[name])}")
     text = f"{help} ({'; '.join(parts)})" if parts else help
     target.add_argument(flag, *aliases, dest=name, default=None, help=text, **kwargs)
+
+
+def option_flag(field: str) -> str:
+    """The option that sets a settings field: `"batch_size"` -> `"--batch-size"`."""
+    return "--" + field.replace("_", "-")
+
+
+class StudentSeeds:
+    """Mixin of an experiment's settings dataclass whose fields `seed` (the
+    teacher's) and `seeds` (the students', `None` or empty: `seed`'s) name
+    the seeds its students are trained with."""
+
+    @property
+    def student_seeds(self) -> tuple[int, ...]:
+        """The students' seeds (`seeds`, or `(seed,)`)."""
+        return self.seeds if self.seeds else (self.seed,)
+
+
+def freeze_lists(settings: object) -> None:
+    """Turns the list fields of a frozen settings dataclass into tuples (argparse
+    gives lists), so that the settings stay hashable and compare as recorded."""
+    for name, value in vars(settings).items():
+        if isinstance(value, list):
+            object.__setattr__(settings, name, tuple(value))
+
+
+def check_parts(parts: Sequence[str], known: Sequence[str]) -> None:
+    """Raises a ValueError unless `parts` is a non-empty subset of `known` (`--parts`)."""
+    unknown = sorted(set(parts) - set(known))
+    if unknown or not parts:
+        raise ValueError(
+            f"--parts has unknown part(s) {unknown or parts}; choose from "
+            f"{', '.join(known)}."
+        )
+
+
+def check_positive(values: Mapping[str, float]) -> None:
+    """Raises a ValueError naming the first option whose value is not > 0.
+
+    Args:
+        values: Settings field names and their values.
+
+    Example:
+
+    >>> check_positive({"batch_size": 0})
+    Traceback (most recent call last):
+    ValueError: --batch-size must be > 0, got 0.
+    """
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{option_flag(name)} must be > 0, got {value!r}.")
 
 
 def given_settings(args: argparse.Namespace, settings_class: type) -> dict:

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import blobs, small_mlp, two_replicas
 
-from keras_kd import Distiller
-from keras_kd import teacher_inference
+from keras_kd import Distiller, teacher_inference
 from keras_kd.teacher_inference import TeacherInference
 
 

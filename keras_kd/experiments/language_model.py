@@ -45,7 +45,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 
 from keras_kd import commands
@@ -54,7 +53,7 @@ PARTS = ("teacher", "scratch", "distilled")
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(commands.StudentSeeds):
     """Options of the language-model experiment (defaults: the benchmark's run).
 
     Args:
@@ -117,15 +116,8 @@ class Settings:
     threads: int | None = None
 
     def __post_init__(self):
-        for name, value in vars(self).items():
-            if isinstance(value, list):
-                object.__setattr__(self, name, tuple(value))
+        commands.freeze_lists(self)
         _check(self)
-
-    @property
-    def student_seeds(self) -> tuple[int, ...]:
-        """The students' seeds (`seeds`, or `(seed,)`)."""
-        return self.seeds if self.seeds else (self.seed,)
 
 
 # `--quick`: a 200 kB slice of the library, tiny models, one epoch each.
@@ -148,12 +140,7 @@ QUICK = {
 
 def _check(settings: Settings) -> None:
     """Raises a ValueError naming the first option out of range."""
-    unknown = sorted(set(settings.parts) - set(PARTS))
-    if unknown or not settings.parts:
-        raise ValueError(
-            f"--parts has unknown part(s) {unknown or settings.parts}; choose from "
-            f"{', '.join(PARTS)}."
-        )
+    commands.check_parts(settings.parts, PARTS)
     positive = {
         "vocab_size": settings.vocab_size,
         "sequence_length": settings.sequence_length,
@@ -173,9 +160,7 @@ def _check(settings: Settings) -> None:
         "chunk_size": settings.chunk_size or 1,
         "threads": settings.threads or 1,
     }
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"--{_flag(name)} must be > 0, got {value!r}.")
+    commands.check_positive(positive)
     if settings.vocab_size <= 258:
         raise ValueError(
             f"--vocab-size must be > 258 (padding, start-of-file and 256 bytes come "
@@ -196,10 +181,6 @@ def _check(settings: Settings) -> None:
         raise ValueError(f"--dropout must be in [0, 1), got {settings.dropout!r}.")
     if settings.seed < 0 or any(s < 0 for s in settings.student_seeds):
         raise ValueError("--seed and --seeds must be integers >= 0.")
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 def build_parser() -> commands.CommandParser:
@@ -308,27 +289,10 @@ def run(settings: Settings) -> list[dict]:
     rows = run(Settings(out="runs/lm-quick", **QUICK))  # about a minute
     ```
     """
-    _limit_threads(settings.threads)
+    commands.limit_threads("language-model", settings.threads)
     from keras_kd.experiments._lm_runner import run_experiment
 
     return run_experiment(settings)
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Sets TensorFlow's thread pools (possible only before its first operation)."""
-    if threads is None:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        print(
-            f"keras-kd language-model: --threads {threads} not applied: TensorFlow "
-            "has started already in this process.",
-            file=sys.stderr,
-        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -343,16 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     main(["--quick", "--out", "runs/lm-quick"])  # 0, after about a minute
     ```
     """
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:
-        return int(stop.code or 0)
-
-    def body() -> int:
-        run(settings_from_args(args))
-        return 0
-
-    return commands.run_reporting_errors("language_model", body)
+    return commands.experiment_main(
+        "language_model", build_parser(), argv, lambda args: run(settings_from_args(args))
+    )
 
 
 if __name__ == "__main__":

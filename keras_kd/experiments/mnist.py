@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import sys
 from collections.abc import Sequence
 
 from keras_kd import commands
@@ -65,7 +64,7 @@ PAPER = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(commands.StudentSeeds):
     """Options of the MNIST experiment; the defaults are keras-kd 0.1.0's recipe.
 
     Args:
@@ -169,15 +168,8 @@ class Settings:
     threads: int | None = None
 
     def __post_init__(self):
-        for name, value in vars(self).items():
-            if isinstance(value, list):  # lists from argparse: keep fields hashable
-                object.__setattr__(self, name, tuple(value))
+        commands.freeze_lists(self)
         _check(self)
-
-    @property
-    def student_seeds(self) -> tuple[int, ...]:
-        """The students' seeds (`seeds`, or `(seed,)`)."""
-        return self.seeds if self.seeds else (self.seed,)
 
 
 # `--quick`: teacher, scratch and distilled student on 1,000 training images, a
@@ -197,12 +189,7 @@ QUICK = {
 
 def _check(settings: Settings) -> None:
     """Raises a ValueError naming the first option out of range."""
-    unknown = sorted(set(settings.parts) - set(PARTS))
-    if unknown or not settings.parts:
-        raise ValueError(
-            f"--parts has unknown part(s) {unknown or settings.parts}; choose from "
-            f"{', '.join(PARTS)}."
-        )
+    commands.check_parts(settings.parts, PARTS)
     rates = {
         "teacher_dropout": settings.teacher_dropout,
         "teacher_input_dropout": settings.teacher_input_dropout,
@@ -210,7 +197,9 @@ def _check(settings: Settings) -> None:
     }
     for name, value in rates.items():
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"--{_flag(name)} must be in [0, 1), got {value!r}.")
+            raise ValueError(
+                f"{commands.option_flag(name)} must be in [0, 1), got {value!r}."
+            )
     weights = (settings.soft_weight, *(settings.small_soft_weights or ()))
     if any(not 0.0 <= w <= 1.0 for w in weights):
         raise ValueError(
@@ -220,7 +209,9 @@ def _check(settings: Settings) -> None:
     for name in ("temperatures", "small_temperatures"):
         values = getattr(settings, name)
         if not values or any(not t > 0 for t in values):
-            raise ValueError(f"--{_flag(name)} must be numbers > 0, got {values}.")
+            raise ValueError(
+                f"{commands.option_flag(name)} must be numbers > 0, got {values}."
+            )
     positive = {
         "batch_size": settings.batch_size,
         "teacher_epochs": settings.teacher_epochs,
@@ -233,9 +224,7 @@ def _check(settings: Settings) -> None:
         "train_subset": settings.train_subset or 1,
         "test_subset": settings.test_subset or 1,
     }
-    for name, value in positive.items():
-        if not value > 0:
-            raise ValueError(f"--{_flag(name)} must be > 0, got {value!r}.")
+    commands.check_positive(positive)
     if settings.small_learning_rates and min(settings.small_learning_rates) <= 0:
         raise ValueError(
             f"--small-learning-rates must be > 0, got {settings.small_learning_rates}."
@@ -249,7 +238,9 @@ def _check(settings: Settings) -> None:
     }
     for name, value in counts.items():
         if value < 0:
-            raise ValueError(f"--{_flag(name)} must be >= 0, got {value!r}.")
+            raise ValueError(
+                f"{commands.option_flag(name)} must be >= 0, got {value!r}."
+            )
     if settings.jitter_pixels > 13:
         raise ValueError(
             f"--jitter-pixels must be at most 13 for 28x28 images, got "
@@ -277,10 +268,6 @@ def _check(settings: Settings) -> None:
         )
     if not settings.small_widths and "small" in settings.parts:
         raise ValueError("--small-widths is empty; give widths such as 30,300.")
-
-
-def _flag(name: str) -> str:
-    return name.replace("_", "-")
 
 
 def _positive_floats(text: str) -> tuple[float, ...]:
@@ -530,29 +517,10 @@ def run(settings: Settings) -> list[dict]:
     rows = run(Settings(out="runs/mnist-quick", **QUICK))
     ```
     """
-    _limit_threads(settings.threads)
+    commands.limit_threads("mnist", settings.threads)
     from keras_kd.experiments._mnist_runner import run_experiment
 
     return run_experiment(settings)
-
-
-def _limit_threads(threads: int | None) -> None:
-    """Sets TensorFlow's thread pools (possible only before its first operation)."""
-    if threads is None:
-        return
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        current = tf.config.threading.get_intra_op_parallelism_threads()
-        if current != threads:
-            print(
-                f"keras-kd mnist: --threads {threads} not applied: TensorFlow has "
-                f"started already in this process (intra-op threads: {current}).",
-                file=sys.stderr,
-            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -576,16 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     keras-kd mnist: error: The data folder 'no-such-folder' (from --data-dir) does not exist. ...
     2
     """
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as stop:  # --help, or a bad option (already printed)
-        return int(stop.code or 0)
-
-    def body() -> int:
-        run(settings_from_args(args))
-        return 0
-
-    return commands.run_reporting_errors("mnist", body)
+    return commands.experiment_main(
+        "mnist", build_parser(), argv, lambda args: run(settings_from_args(args))
+    )
 
 
 if __name__ == "__main__":
