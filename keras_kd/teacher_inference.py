@@ -15,14 +15,14 @@ Two costs of online distillation that do not depend on the student:
 Decisions, documented here once:
 
 - **When XLA compiles the teacher (`"auto"`).** On a GPU or TPU, where Keras'
-  own `jit_compile="auto"` picks XLA too. Not on a CPU: measured on the 2-core
-  CPU this project runs on (interleaved rounds, median, other jobs running;
-  `benchmarks/imagenet_throughput.py --mode teacher-xla`), every teacher ran
-  slower under XLA than TensorFlow's own kernels: an MNIST MLP 784-1200-1200-10
-  at batch 256 0.76x, a two-layer MNIST CNN 0.45-0.6x, ResNet-50 at 112 px
-  0.83x (batch 16) and 0.85x (batch 64), while compiling took 15-20 s longer.
-  `teacher_jit_compile=True` still compiles it on a CPU, for a machine where
-  XLA wins.
+  own `jit_compile="auto"` picks XLA too. Not yet on a CPU, where it depends on
+  the teacher: on the 2-core CPU this project runs on
+  (`benchmarks/imagenet_throughput.py --mode teacher-xla`, interleaved rounds,
+  median), the idle machine ran ResNet-50 at 112 px, batch 64, 1.13x faster
+  under XLA but an MNIST MLP 784-1200-1200-10 at batch 256 at 0.76x; under heavy
+  load every teacher measured ran slower (ResNet-50 0.83-0.85x, a two-layer
+  MNIST CNN 0.45-0.6x). `teacher_jit_compile=True` compiles it on a CPU; pass
+  it for a convolutional teacher (see `benchmarks/RESULTS.md`).
 - **A teacher XLA cannot compile.** With `True` that is a `ValueError` naming
   the reason; with `"auto"` a warning, and the teacher runs without XLA. The
   check lowers the pass to XLA's HLO for a batch of one, without running it,
@@ -117,8 +117,8 @@ def xla_by_default() -> bool:
     """Whether `"auto"` compiles a teacher's inference with XLA here.
 
     True when TensorFlow sees a GPU or TPU (where Keras' own `jit_compile="auto"`
-    also picks XLA); False on a CPU, where every teacher measured ran slower
-    under XLA (see the module docstring).
+    also picks XLA); False on a CPU, where XLA helped a convolutional teacher
+    and slowed a dense one (see the module docstring).
 
     Returns:
         Whether to use XLA by default.
