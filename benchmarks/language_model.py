@@ -4,9 +4,10 @@ Runs `keras_kd.experiments.language_model` (`keras-kd language-model`) with the
 configuration `FULL` in the run folder `--out` (default
 `benchmarks/runs/language_model/`), then writes the table with the command,
 date and duration to `benchmarks/results/language_model.md`: the teacher
-(4 blocks, width 256), the student (2 blocks, width 128) from scratch and
-distilled (2 seeds each), their held-out perplexity and training tokens per
-second. Every model is backed up after each epoch: rerun the same command
+(4 blocks, width 256), the student (2 blocks, width 128) from scratch,
+distilled online and distilled from the teacher's top-64 cache (2 seeds
+each), their held-out perplexity and training tokens per second, and the
+cache's build time. Every model is backed up after each epoch: rerun the same command
 after an interruption to resume; a folder made with other settings (or from
 another Python's library) is refused. Options after `--` go to the experiment
 (they win over `FULL`), e.g. `-- --seeds 0,1,2`.
@@ -51,6 +52,7 @@ FULL = [
     "--student-epochs", "3",
     "--temperature", "2",
     "--soft-weight", "0.5",
+    "--top-k", "64",
     "--seeds", "0,1",
     "--verbose", "2",
 ]  # fmt: skip

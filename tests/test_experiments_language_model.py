@@ -90,7 +90,11 @@ def test_quick_mode_writes_the_table_with_the_expected_rows(tmp_path, capsys):
         "teacher",
         "student from scratch",
         "student distilled (T=2, soft weight 0.5)",
+        "student distilled from the top-64 cache (same T and weight)",
     ]
+    cache = json.loads((out / "models" / "teacher-cache-top64" / "record.json").read_text())
+    assert cache["build_seconds"] > 0 and cache["cache_mb"] > 0
+    assert "top-64 cache was built once" in (out / "results.md").read_text()
     for row in rows:
         assert 1.0 < float(row["test perplexity"].split()[0]) < 512
         assert float(row["train tokens/s"].split()[0]) > 0
@@ -98,7 +102,9 @@ def test_quick_mode_writes_the_table_with_the_expected_rows(tmp_path, capsys):
     assert (out / "models" / "tokenizer" / "record.json").exists()
     # A rerun reuses every model; another corpus cap is refused, naming it.
     assert language_model.main(quick) == 0
-    assert "finished earlier" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "[cached-s0] finished earlier" in printed
+    assert "[teacher-cache-top64] measured earlier" in printed
     status = language_model.main([*quick, "--max-bytes", "250000"])
     assert status == 2
     assert "corpus_digest" in capsys.readouterr().err
@@ -123,4 +129,6 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert language_model.main(["--quick", "--out", out, "--student-width", "30",
                                 "--student-heads", "4"]) == 2  # fmt: skip
     assert "not a multiple" in capsys.readouterr().err
+    assert language_model.main(["--quick", "--out", out, "--top-k", "600"]) == 2
+    assert "--top-k 600 exceeds --vocab-size 512" in capsys.readouterr().err
     assert language_model.main(["--parts", "nothing", "--out", out]) == 2

@@ -15,16 +15,21 @@ experiment; this module trains its models and writes its results. Decisions:
   with its own seed, so it does not depend on which models ran before.
 - **Figures** (validation and test perplexity, bits per byte, training
   throughput) are computed when a model finishes and kept in its record.
+- **The top-k cache** is the run `teacher-cache-top<k>`, fingerprinted by the
+  teacher's settings and `k`; its record holds the build's seconds. The
+  cached students replay it in memory, reshuffled every epoch with their seed.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from keras_kd.cache import TeacherCache, build_teacher_cache
 from keras_kd.datasets.python_source import (
     BytePairTokenizer,
     PythonSource,
@@ -44,6 +49,7 @@ SCHEDULE = "Adam, linear warm-up, cosine decay to 10%, clipnorm 1"
 FINAL_LEARNING_RATE = 0.1
 WARMUP_STEPS = 200
 EVALUATION_BATCH = 64
+STUDENT_KINDS = ("scratch", "distilled", "cached")
 COLUMNS = (
     "model",
     "size",
@@ -105,6 +111,7 @@ class LanguageModelExperiment:
         self.records: dict[str, dict] = {}
         self.curves: dict[str, list[float]] = {}
         self._teacher = None
+        self._cache: TeacherCache | None = None
 
     def _common(self) -> dict:
         return {**self.source.settings(), "batch_size": self.settings.batch_size}
@@ -136,26 +143,37 @@ class LanguageModelExperiment:
             **self._common(),
         }
 
-    def student_settings(self, seed: int, distilled: bool) -> dict:
-        """Every setting that shapes a student (a distilled one's teacher too)."""
+    def student_settings(self, seed: int, kind: str) -> dict:
+        """Every setting that shapes a student of `kind` (`STUDENT_KINDS`);
+        a distilled or cached one's teacher's too."""
         settings = {
-            "model": "distilled" if distilled else "scratch",
+            "model": kind,
             **self._size("student"),
             **self._schedule("student"),
             "seed": seed,
             **self._common(),
         }
-        if distilled:
+        if kind != "scratch":
             s = self.settings
             settings.update(
                 temperature=s.temperature,
                 soft_weight=s.soft_weight,
                 chunk_size=s.chunk_size,
             )
+            if kind == "cached":
+                settings["top_k"] = s.top_k
             settings.update(
                 {f"teacher_{k}": v for k, v in self.teacher_settings().items()}
             )
         return settings
+
+    def cache_settings(self) -> dict:
+        """Every setting that shapes the top-k cache: its teacher's and `k`."""
+        return {
+            "model": "teacher-cache",
+            "top_k": self.settings.top_k,
+            **{f"teacher_{k}": v for k, v in self.teacher_settings().items()},
+        }
 
     def _build(self, role: str, name: str) -> keras.Model:
         size = self._size(role)
@@ -183,8 +201,10 @@ class LanguageModelExperiment:
         )
         return keras.optimizers.Adam(rate, clipnorm=1.0)
 
-    def _dataset(self, seed: int) -> tf.data.Dataset:
+    def _dataset(self, seed: int, cache: TeacherCache | None = None) -> tf.data.Dataset:
         x, y = self.source.splits["train"]
+        if cache is not None:
+            return cache.dataset(x, y, batch_size=self.settings.batch_size, seed=seed)
         return (
             tf.data.Dataset.from_tensor_slices((x, y))
             .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -201,26 +221,28 @@ class LanguageModelExperiment:
             token_bytes=self.source.tokenizer.token_bytes(),
         )
 
-    def _train(self, name: str, settings: dict, role: str, seed: int, teacher=None):
+    def _train(
+        self, name: str, settings: dict, role: str, seed: int, teacher=None, cache=None
+    ):
         """Loads model `name` if finished, else trains it (resuming its backup)."""
         run = self.runs.model(name, settings)
         if run.finished:
             print(f"[{name}] finished earlier: reusing {run.model_path}", flush=True)
             model = run.load() if role == "teacher" else None
         else:
-            model = self._fit(run, role, seed, teacher)
+            model = self._fit(run, role, seed, teacher, cache)
         self.records[name] = run.record
         self.curves[name] = [
             e["validation_perplexity"] for e in run.record.get("curve", [])
         ]
         return model
 
-    def _fit(self, run: ModelRun, role: str, seed: int, teacher) -> keras.Model:
+    def _fit(self, run: ModelRun, role: str, seed: int, teacher, cache) -> keras.Model:
         epochs = self._schedule(role)["epochs"]
         print(f"[{run.name}] training for {epochs} epochs", flush=True)
         keras.utils.set_random_seed(seed)
         model = self._build(role, run.name.split("-")[0])
-        if teacher is None:
+        if teacher is None and cache is None:
             trainer = model
             trainer.compile(
                 optimizer=self._optimizer(role),
@@ -230,7 +252,7 @@ class LanguageModelExperiment:
             s = self.settings
             trainer = Distiller(
                 student=model,
-                teacher=teacher,
+                teacher=teacher,  # None with a cache: its replay carries the logits
                 distillation_loss=TemperedKL(s.temperature, chunk_size=s.chunk_size),
                 soft_weight=s.soft_weight,
             )
@@ -241,7 +263,7 @@ class LanguageModelExperiment:
 
         result = fit_epochs(
             trainer,
-            self._dataset(seed),
+            self._dataset(seed, cache),
             epochs=epochs,
             backup_dir=run.backup_dir,
             curve_path=run.folder / CURVE_FILE,
@@ -283,17 +305,50 @@ class LanguageModelExperiment:
             )
         return self._teacher
 
-    def students(self, distilled: bool) -> None:
-        """Trains (or reuses) the scratch or distilled student of every seed."""
-        teacher = self.teacher() if distilled else None
-        kind = "distilled" if distilled else "scratch"
+    def cache(self) -> TeacherCache:
+        """The teacher's top-k cache of the training split (built once)."""
+        if self._cache is None:
+            s = self.settings
+            run = self.runs.model(f"teacher-cache-top{s.top_k}", self.cache_settings())
+            folder = run.folder / "cache"
+            teacher = None if run.finished else self.teacher()
+
+            def build(run: ModelRun) -> dict:
+                x = self.source.splits["train"][0]
+                print(f"[{run.name}] running the teacher over {len(x)} windows",
+                      flush=True)  # fmt: skip
+                start = time.perf_counter()
+                build_teacher_cache(
+                    teacher, x, folder, top_k=s.top_k, verbose=s.verbose == 1
+                )
+                seconds = time.perf_counter() - start
+                tokens = self.source.tokens("train")
+                return {
+                    "build_seconds": round(seconds, 1),
+                    "build_tokens_per_second": round(tokens / seconds, 1),
+                    "cache_mb": round(
+                        sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                        / 2**20,
+                        1,
+                    ),
+                }
+
+            self.records[run.name] = run.get_or_measure(build)
+            self._cache = TeacherCache.open(folder)
+        return self._cache
+
+    def students(self, kind: str) -> None:
+        """Trains (or reuses) the student of `kind` (`STUDENT_KINDS`) of every seed."""
+        teacher = self.teacher() if kind == "distilled" else None
+        cache = self.cache() if kind == "cached" else None
         for seed in self.settings.student_seeds:
             self._train(
                 f"{kind}-s{seed}",
-                self.student_settings(seed, distilled),
+                self.student_settings(seed, kind),
                 "student",
                 seed,
                 teacher=teacher,
+                cache=cache,
             )
 
     def rows(self) -> list[dict]:
@@ -306,6 +361,11 @@ class LanguageModelExperiment:
                 f"student distilled (T={s.temperature:g}, soft weight {s.soft_weight:g})",
                 "student",
                 [f"distilled-s{i}" for i in s.student_seeds],
+            ),
+            (
+                f"student distilled from the top-{s.top_k} cache (same T and weight)",
+                "student",
+                [f"cached-s{i}" for i in s.student_seeds],
             ),
         ]
         rows = []
@@ -351,7 +411,18 @@ class LanguageModelExperiment:
             "of source text. Students: mean (each seed). Train tokens/s counts "
             "valid training tokens over training time (first-epoch tracing "
             "included); a distilled student's includes the teacher's forward "
-            "pass on every batch.\n"
+            "pass on every batch.\n" + self._cache_note()
+        )
+
+    def _cache_note(self) -> str:
+        record = self.records.get(f"teacher-cache-top{self.settings.top_k}")
+        if record is None:
+            return ""
+        return (
+            f"\nThe cached students' top-{self.settings.top_k} cache was built once "
+            f"in {record['build_seconds']} s ({record['build_tokens_per_second']:,.0f} "
+            f"training tokens/s through the teacher; {record['cache_mb']} MB), not "
+            "counted in their train tokens/s.\n"
         )
 
 
@@ -361,10 +432,9 @@ def run_experiment(settings: Settings) -> list[dict]:
         experiment = LanguageModelExperiment(settings, runs)
         if "teacher" in settings.parts:
             experiment.teacher()
-        if "scratch" in settings.parts:
-            experiment.students(distilled=False)
-        if "distilled" in settings.parts:
-            experiment.students(distilled=True)
+        for kind in STUDENT_KINDS:
+            if kind in settings.parts:
+                experiment.students(kind)
         rows = experiment.rows()
         curves = {name: values for name, values in experiment.curves.items() if values}
         runs.write_results(

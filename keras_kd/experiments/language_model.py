@@ -6,7 +6,11 @@ library's own source, then a smaller one (the student) is
 trained twice per seed: from scratch on the next tokens, and distilled from
 the teacher token by token with `keras_kd.Distiller` on `(batch, time,
 vocab)` logits (padding masked by `Embedding(mask_zero=True)`; the losses are
-means over the valid tokens). Every model is scored by its held-out
+means over the valid tokens). The `cached` part distils once more per seed,
+without the teacher in the loop: the teacher runs once over the training
+split into a top-k cache (`keras_kd.cache.build_teacher_cache(top_k=...)`,
+the `--top-k` largest logits of every token plus the mean of the rest), and
+the student trains on its replay. Every model is scored by its held-out
 perplexity (the test split's files, never seen in training or in any choice)
 and its training throughput.
 
@@ -28,7 +32,9 @@ Figures, per model (students: mean and each seed):
   (`nll / ln 2 / bytes`), which does not depend on the tokenizer.
 - **train tokens/s**: valid training tokens seen / seconds of training (the
   first epoch's tracing included, validation after each epoch excluded); a
-  distilled student's includes the teacher's forward pass on every batch.
+  distilled student's includes the teacher's forward pass on every batch; a
+  cached student's does not include the cache's build, which is reported
+  beside it (seconds and tokens per second of the teacher's one pass).
 
 Every model is a run of a `keras_kd.runs.RunFolder` under `--out`
 (`models/<name>/`, resumable after every epoch; `curve.json` holds the
@@ -49,7 +55,7 @@ from collections.abc import Sequence
 
 from keras_kd import commands
 
-PARTS = ("teacher", "scratch", "distilled")
+PARTS = ("teacher", "scratch", "distilled", "cached")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +64,8 @@ class Settings(commands.StudentSeeds):
 
     Args:
         out: The run folder.
-        parts: Subset of `PARTS` (`distilled` trains the teacher too).
+        parts: Subset of `PARTS` (`distilled` and `cached` train the teacher
+            too).
         max_bytes: Cap on the library source used, in bytes (`None`: all of
             it, about 30 MB).
         vocab_size: Ids of the byte-pair tokenizer (> 258).
@@ -77,6 +84,8 @@ class Settings(commands.StudentSeeds):
             `1 - soft_weight`.
         chunk_size: Tokens per chunk of the soft loss
             (`keras_kd.losses.TemperedKL(chunk_size=...)`); `None`: unchunked.
+        top_k: Logits kept per token by the `cached` part's teacher cache
+            (at most `vocab_size`).
         seed: Seed of the teacher.
         seeds: Seeds of the students (`None`: `(seed,)`).
         source_root: Another standard-library folder (`None`: the running
@@ -109,6 +118,7 @@ class Settings(commands.StudentSeeds):
     temperature: float = 2.0
     soft_weight: float = 0.5
     chunk_size: int | None = None
+    top_k: int = 64
     seed: int = 0
     seeds: tuple[int, ...] | None = (0, 1)
     source_root: str | None = None
@@ -158,9 +168,15 @@ def _check(settings: Settings) -> None:
         "temperature": settings.temperature,
         "max_bytes": 1 if settings.max_bytes is None else settings.max_bytes,
         "chunk_size": settings.chunk_size or 1,
+        "top_k": settings.top_k,
         "threads": settings.threads or 1,
     }
     commands.check_positive(positive)
+    if settings.top_k > settings.vocab_size:
+        raise ValueError(
+            f"--top-k {settings.top_k} exceeds --vocab-size {settings.vocab_size}: "
+            "the cache keeps at most every logit of a token."
+        )
     if settings.vocab_size <= 258:
         raise ValueError(
             f"--vocab-size must be > 258 (padding, start-of-file and 256 bytes come "
@@ -237,6 +253,11 @@ def build_parser() -> commands.CommandParser:
         "--chunk-size",
         "tokens per chunk of the soft loss (0: unchunked)",
         type=commands.count,
+    )
+    add(
+        "--top-k",
+        "logits per token kept by the cached part's teacher cache",
+        type=positive_int,
     )
     add("--seed", "seed of the teacher", type=commands.count)
     add("--seeds", "seeds of the students, e.g. 0,1", type=commands.count_list)
