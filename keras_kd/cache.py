@@ -123,6 +123,7 @@ from keras_kd.cache_storage import (
 )
 from keras_kd.distiller import ends_in_softmax
 from keras_kd.files import sha256_file
+from keras_kd import teacher_inference
 from keras_kd.teacher_inference import TeacherInference
 from keras_kd.teachers import TeacherEnsemble, check_input_shape, combine_logits
 
@@ -338,20 +339,26 @@ def build_teacher_cache(
         augment: `fn(example, seed) -> example`, stateless (see module docs).
         seed: Base seed of the augmentation.
         batch_size: Examples per teacher forward pass. `None` (default)
-            picks it: the cap is the largest that fits (see
-            `auto_batch_size`: up to 1024, within an eighth of the machine's
-            memory by the teacher's layer outputs, and halved whenever the
-            device runs out of memory); with XLA the build uses the cap (one
-            compiled shape), without it the build measures, on its own first
-            batches, which size up to the cap gives the most examples per
-            second (see `_BatchSizeTuner`).
+            picks it: with XLA the largest that fits (see `auto_batch_size`:
+            up to 1024, within an eighth of the machine's memory by the
+            teacher's largest layer output), one compiled shape; without
+            XLA 256, or that largest if smaller; on a CPU with
+            `jit_compile="auto"`, the first batches also decide whether XLA
+            is faster (see `_PassTuner`). The batch is halved whenever the
+            device runs out of memory. A given `batch_size` is used as is
+            (and "auto" on a CPU then runs without XLA).
         shard_size: Examples per shard file.
         dtype: `"float16"` (default) or `"float32"` for the stored logits.
         jit_compile: Compile the teacher's inference with XLA: `"auto"`
-            (default: on a GPU or TPU, falling back with a warning when XLA
-            cannot compile it), `True` or `False`; see
+            (default: on a GPU or TPU; on a CPU when it measures faster on
+            the build's first batches, see `batch_size`; falling back with a
+            warning when XLA cannot compile it), `True` or `False`; see
             `keras_kd.teacher_inference`. With XLA the last, partial batch is
             padded to the batch size, so that XLA compiles one shape only.
+            Where the choice is measured, two builds on a loaded and an idle
+            machine may choose differently; their logits then differ by
+            float rounding (about 1e-6). Pass `True` or `False` for
+            bit-identical rebuilds.
         verbose: Show a progress bar.
 
     Returns:
@@ -420,7 +427,9 @@ def build_teacher_cache(
             return tf.reduce_mean(teacher.member_logits(batch, training=False), axis=1)[:, None]
         return tf.cast(teacher(batch, training=False), tf.float32)[:, None]
 
-    inference = TeacherInference(forward_pass, jit_compile=jit_compile)
+    inference = TeacherInference(
+        forward_pass, jit_compile=jit_compile, option="jit_compile"
+    )
     forward = inference.function
 
     output_spec = None
@@ -443,8 +452,8 @@ def build_teacher_cache(
         example_shape = tuple(x.shape[1:]) if augment is None else tuple(first.shape)
         batch_size = auto_batch_size(teacher, example_shape, size * views)
         if inference.uses_xla is False:
-            # Without XLA a new batch shape costs little: measure which fits best.
-            tuner = _BatchSizeTuner(batch_size)
+            # For "auto" on a CPU: the first batches tell whether XLA is faster.
+            tuner = _PassTuner(batch_size, try_xla=inference.may_try_xla)
             batch_size = tuner.batch_size
     if top_k is not None and (
         not isinstance(top_k, int | np.integer) or not 1 <= top_k <= classes
@@ -510,6 +519,9 @@ def build_teacher_cache(
         while begin < stop:
             end = min(begin + batch_size, stop)
             batch = shard_inputs[begin - start : end - start]
+            xla = None if tuner is None else tuner.xla
+            # Under XLA a short batch is padded, so that XLA compiles one shape.
+            pad_to = batch_size if (xla or inference.uses_xla is not False) else None
             started = time.perf_counter()
             try:
                 for view in range(views):
@@ -518,17 +530,25 @@ def build_teacher_cache(
                         rows = np.arange(begin, end, dtype=np.int64) * views + view
                         inputs = augment_batch(tf.convert_to_tensor(batch), rows)
                     outputs[begin - start : end - start, view] = _run_padded(
-                        forward, inputs, batch_size
+                        lambda b, xla=xla: forward(b, xla=xla), inputs, pad_to
                     )
             except tf.errors.ResourceExhaustedError:
                 if batch_size == 1:
                     raise
                 batch_size = max(1, batch_size // 2)
+                if tuner is not None:
+                    tuner.out_of_memory(batch_size)
                 continue
             if progress is not None:
                 progress.add((end - begin) * views)
-            if tuner is not None and end - begin == batch_size:
-                batch_size = tuner.record(time.perf_counter() - started)
+            if tuner is not None and not tuner.done:
+                if xla and inference.xla_compiles is False:  # it fell back: no XLA
+                    tuner.xla_failed()
+                else:
+                    tuner.record(end - begin, time.perf_counter() - started)
+                batch_size = tuner.batch_size
+                if tuner.done and progress is not None:
+                    print(f"\nTeacher pass chosen on the first batches: {tuner.describe()}")
             begin = end
         _check_finite_outputs(outputs, start)
         if dtype == "float16" and np.abs(outputs).max() > np.finfo(np.float16).max:
@@ -556,56 +576,88 @@ def build_teacher_cache(
     return TeacherCache._open(directory, verify="size", hashed=True)
 
 
-def _run_padded(forward, inputs, batch_size: int) -> np.ndarray:
-    """`forward(inputs)` as NumPy, a short batch padded to `batch_size` rows first.
+def _run_padded(forward, inputs, batch_size: int | None) -> np.ndarray:
+    """`forward(inputs)` as NumPy, a short batch padded to `batch_size` rows
+    first (`None`: never padded).
 
     Padding (with copies of the last row, dropped again) keeps one input shape,
     so XLA compiles the teacher once; rows do not interact in inference.
     """
     rows = int(inputs.shape[0])
-    if rows == batch_size:
+    if batch_size is None or rows == batch_size:
         return forward(inputs).numpy()
     inputs = tf.convert_to_tensor(inputs)
     padding = tf.repeat(inputs[-1:], batch_size - rows, axis=0)
     return forward(tf.concat([inputs, padding], axis=0)).numpy()[:rows]
 
 
-class _BatchSizeTuner:
-    """Finds the batch size with the most examples per second, while building.
+class _PassTuner:
+    """Chooses, on a cache build's own first batches, whether XLA runs the
+    teacher faster (`jit_compile="auto"` on a CPU).
 
-    Starts at 64 (or the cap, if smaller) and doubles up to the cap while a
-    doubling gains at least 5% in examples per second; then keeps the fastest
-    size seen. Each size is timed on its second full batch (the first may
-    trace the function for the new shape). Every batch it times is a real
-    batch of the build, so the search costs nothing but the slower sizes' time.
-    Measured on this project's 2-core CPU, the fastest size depends on the
-    teacher: an MNIST MLP built fastest at 256, a small CNN at 1024.
+    The batch size is 256 (the fixed size of keras-kd 0.1 and 0.2), or the
+    largest that fits if smaller. Searching larger sizes did not pay on this
+    project's 2-core CPU: an MNIST MLP built fastest at 256, and a search
+    over 256, 512 and 1000 made a 4,096-image ResNet-50 build 0.93x as fast
+    as 0.1's fixed 256 (`benchmarks/cache_build.py`, 2026-11-26).
+
+    With `try_xla`, the second batch is timed without XLA (the first
+    traces); when it took at least `MEASURE_FROM_SECONDS` (50 ms), the next
+    two run under XLA (the first compiles) and XLA is kept if the second was
+    at least `XLA_MIN_GAIN` (3%) faster (both in `keras_kd.teacher_inference`).
+    Every batch timed is a real batch of the build, so the trial costs one
+    compilation. Running out of memory halves the batch (the build's rule)
+    and ends the trial without XLA.
     """
 
-    def __init__(self, cap: int, start: int = 64):
-        self.cap = cap
-        self.batch_size = min(start, cap)
-        self._rates: dict[int, float] = {}
-        self._seen = 0
-        self._done = self.batch_size >= cap
+    START = 256
 
-    def record(self, seconds: float) -> int:
-        """Takes the time of a full batch; returns the size of the next one."""
-        if self._done:
-            return self.batch_size
+    def __init__(self, cap: int, *, try_xla: bool = False, start: int = START):
+        self.batch_size = min(start, cap)
+        self.xla = False
+        self._try_xla = try_xla
+        self._rates: dict[bool, float] = {}
+        self._seen = 0
+        self._done = not try_xla
+
+    @property
+    def done(self) -> bool:
+        """Whether the trial has ended (the configuration no longer changes)."""
+        return self._done
+
+    def record(self, rows: int, seconds: float) -> None:
+        """Takes the time of a batch; only full batches count."""
+        if self._done or rows != self.batch_size:
+            return
         self._seen += 1
         if self._seen < 2:
-            return self.batch_size
-        size, self._seen = self.batch_size, 0
-        self._rates[size] = size / max(seconds, 1e-9)
-        best = max(self._rates, key=self._rates.get)
-        if best == size and size < self.cap and (
-            len(self._rates) == 1 or self._rates[size] >= 1.05 * self._rates[size // 2]
-        ):
-            self.batch_size = min(2 * size, self.cap)
-            return self.batch_size
-        self.batch_size, self._done = best, True
-        return best
+            return
+        self._seen = 0
+        self._rates[self.xla] = self.batch_size / max(seconds, 1e-9)
+        if not self.xla:
+            if seconds >= teacher_inference.MEASURE_FROM_SECONDS:
+                self.xla = True
+            else:
+                self._done = True
+            return
+        self.xla = self._rates[True] >= teacher_inference.XLA_MIN_GAIN * self._rates[False]
+        self._done = True
+
+    def out_of_memory(self, batch_size: int) -> None:
+        """The build halved the batch to `batch_size`: the trial ends without XLA."""
+        self.batch_size, self.xla, self._done = batch_size, False, True
+
+    def xla_failed(self) -> None:
+        """XLA could not compile or run the teacher: the trial ends without it."""
+        self.xla, self._done = False, True
+
+    def describe(self) -> str:
+        """The configuration, and the rates measured (for the build's log)."""
+        rates = ", ".join(
+            f"{'with' if xla else 'without'} XLA {rate:,.0f}/s"
+            for xla, rate in self._rates.items()
+        )
+        return f"batch {self.batch_size}, {'XLA' if self.xla else 'no XLA'} ({rates})"
 
 
 # The largest batch `auto_batch_size` picks: on the CPUs measured here
@@ -614,13 +666,20 @@ class _BatchSizeTuner:
 AUTO_BATCH_CAP = 1024
 
 
-def _layer_output_values(model) -> int:
-    """Values in the outputs of every layer of `model` for one example (0 if unknown)."""
-    total = 0
+# Layer outputs assumed alive at once in inference, each as large as the
+# largest: a layer's input and output, plus the inputs a residual or
+# concatenation keeps for later, with room to spare.
+LIVE_OUTPUTS = 4
+
+
+def _largest_layer_output(model) -> int:
+    """Values in the largest output of any layer of `model`, for one example
+    (0 if unknown)."""
+    largest = 0
     for layer in getattr(model, "layers", None) or getattr(model, "members", None) or []:
-        nested = _layer_output_values(layer)
+        nested = _largest_layer_output(layer)
         if nested:
-            total += nested
+            largest = max(largest, nested)
             continue
         try:
             shapes = [tuple(t.shape)[1:] for t in tf.nest.flatten(layer.output)]
@@ -628,18 +687,21 @@ def _layer_output_values(model) -> int:
             continue
         for shape in shapes:
             if all(isinstance(d, int) for d in shape):
-                total += int(np.prod(shape, dtype=np.int64))
-    return total
+                largest = max(largest, int(np.prod(shape, dtype=np.int64)))
+    return largest
 
 
 def auto_batch_size(teacher, example_shape: tuple, rows: int) -> int:
     """The batch size `build_teacher_cache` uses by default.
 
     The largest batch up to `AUTO_BATCH_CAP` (1024) and `rows` whose activations fit in
-    an eighth of the machine's physical memory, counting (as an upper bound
-    of what inference holds at once) every layer's output of one example in
-    float32 plus the input. The build halves it whenever the device reports
-    running out of memory.
+    an eighth of the machine's physical memory, counting per example, in
+    float32, the input and `LIVE_OUTPUTS` (4) copies of the largest layer
+    output: inference frees a layer's output once its consumers have run, so
+    only a few are alive at once. The build halves the batch whenever the
+    device reports running out of memory. (Up to 0.3.0 every layer's output
+    was counted, which held a ResNet-50 at 112 px to batches of 83 on a
+    24 GiB machine, slower than 0.1's fixed 256.)
 
     Args:
         teacher: The model the cache runs.
@@ -656,7 +718,8 @@ def auto_batch_size(teacher, example_shape: tuple, rows: int) -> int:
     """
     batch = max(1, min(AUTO_BATCH_CAP, int(rows)))
     per_example = 4 * (
-        _layer_output_values(teacher) + int(np.prod(example_shape, dtype=np.int64))
+        LIVE_OUTPUTS * _largest_layer_output(teacher)
+        + int(np.prod(example_shape, dtype=np.int64))
     )
     try:
         budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 8

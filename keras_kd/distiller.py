@@ -479,11 +479,12 @@ class Distiller(keras.Model):
             labeled data). See the table above for what each `val_*` means.
         teacher_jit_compile: Compile the teacher's inference with XLA in its
             own function, whatever `compile(jit_compile=...)` says for the
-            student's step: `"auto"` (default) does so on a GPU or TPU and
-            falls back with a warning when XLA cannot compile the teacher (on
-            a CPU it is off: there XLA made a ResNet-50 teacher 1.13x faster
-            but a dense one slower, see `keras_kd.teacher_inference`), `True`
-            always (a `ValueError` if XLA cannot), `False` never. Under `compile(jit_compile=True)` the
+            student's step: `"auto"` (default) does so on a GPU or TPU, and
+            falls back with a warning when XLA cannot compile the teacher; on
+            a CPU it leaves XLA off (in the Imagenette online benchmark a
+            ResNet-50 teacher under XLA made no epoch faster, although XLA
+            runs it 1.13x faster alone; see `keras_kd.teacher_inference`). `True` always (a `ValueError` if XLA
+            cannot), `False` never. Under `compile(jit_compile=True)` the
             whole step is XLA already.
         hints: `keras_kd.Hint`s (FitNets): student layers trained to match
             teacher layers, each through a learned adapter when the shapes
@@ -780,6 +781,25 @@ class Distiller(keras.Model):
         """Whether Keras compiles this model's steps with XLA (`compile(jit_compile=...)`)."""
         try:
             return bool(self.jit_compile)
+        except AttributeError:  # not compiled yet
+            return False
+
+    @property
+    def teacher_uses_xla(self) -> bool | None:
+        """Whether the teacher's inference runs under XLA.
+
+        `None` when it does not apply (no teacher; `compile(jit_compile=True)`,
+        where the whole step is XLA; `compile(run_eagerly=True)`) or is not
+        known yet (XLA wanted, before the first `fit` or `evaluate` has
+        checked that XLA compiles the teacher).
+        """
+        if self.teacher is None or self._step_uses_xla() or self._runs_eagerly():
+            return None
+        return self._teacher_pass().uses_xla
+
+    def _runs_eagerly(self) -> bool:
+        try:
+            return bool(self.run_eagerly)
         except AttributeError:  # not compiled yet
             return False
 

@@ -15,14 +15,26 @@ Two costs of online distillation that do not depend on the student:
 Decisions, documented here once:
 
 - **When XLA compiles the teacher (`"auto"`).** On a GPU or TPU, where Keras'
-  own `jit_compile="auto"` picks XLA too. Not yet on a CPU, where it depends on
-  the teacher: on the 2-core CPU this project runs on
-  (`benchmarks/imagenet_throughput.py --mode teacher-xla`, interleaved rounds,
-  median), the idle machine ran ResNet-50 at 112 px, batch 64, 1.13x faster
-  under XLA but an MNIST MLP 784-1200-1200-10 at batch 256 at 0.76x; under heavy
-  load every teacher measured ran slower (ResNet-50 0.83-0.85x, a two-layer
-  MNIST CNN 0.45-0.6x). `teacher_jit_compile=True` compiles it on a CPU; pass
-  it for a convolutional teacher (see `benchmarks/RESULTS.md`).
+  own `jit_compile="auto"` picks XLA too. On a CPU it depends on the teacher
+  and on what runs beside it, so it is decided by measurement where a
+  measurement predicts the outcome:
+  - **The cache build** runs the teacher alone: it times its own first
+    batches without and with XLA and keeps XLA when at least 3% faster
+    (`XLA_MIN_GAIN`), unless a batch takes under 50 ms without XLA
+    (`MEASURE_FROM_SECONDS`: compiling would cost more than it could save).
+    Alone, on the idle 2-core CPU this project runs on
+    (`benchmarks/imagenet_throughput.py --mode teacher-xla`, interleaved
+    rounds), ResNet-50 at 112 px, batch 64, ran 1.13x faster under XLA, an
+    MNIST MLP 784-1200-1200-10 at batch 256 0.76x; under heavy load every
+    teacher measured ran slower (ResNet-50 0.83-0.85x, a two-layer MNIST CNN
+    0.45-0.6x): no fixed rule by layer type holds.
+  - **The Distiller's training step** runs the teacher beside the student,
+    and there XLA did not pay even for the teacher it speeds up alone: in
+    the Imagenette online benchmark (ResNet-50 teacher, MobileNetV2 x0.5
+    student, 112 px, batch 64; `benchmarks/RESULTS.md`) epochs 2 and 3 took
+    264.3 s and 264.0 s with the teacher under XLA against 247.2 s and
+    264.1 s without. So `"auto"` leaves XLA off in the step on a CPU;
+    `teacher_jit_compile=True` turns it on.
 - **A teacher XLA cannot compile.** With `True` that is a `ValueError` naming
   the reason; with `"auto"` a warning, and the teacher runs without XLA. The
   check lowers the pass to XLA's HLO for a batch of one, without running it,
@@ -60,11 +72,13 @@ _XLA_ERRORS = (
 )
 
 
-def validate_teacher_jit_compile(value) -> str | bool:
+def validate_teacher_jit_compile(value, option: str = "teacher_jit_compile") -> str | bool:
     """Returns `value` if it is `"auto"`, `True` or `False`, else raises.
 
     Args:
         value: The `teacher_jit_compile` setting.
+        option: The setting's name, for the message (`"jit_compile"` for
+            `build_teacher_cache`).
 
     Returns:
         `value`, unchanged.
@@ -80,9 +94,9 @@ def validate_teacher_jit_compile(value) -> str | bool:
     if value is True or value is False or value == "auto":
         return value
     raise ValueError(
-        f"`teacher_jit_compile` must be 'auto', True or False, got {value!r}. "
-        "'auto' compiles a convolutional teacher's inference with XLA (measured "
-        "faster on CPU) and a dense one without; True or False force it."
+        f"`{option}` must be 'auto', True or False, got {value!r}. 'auto' uses XLA "
+        "for the teacher's inference on a GPU or TPU (and in a cache build on a CPU "
+        "when it measures faster); True or False force it."
     )
 
 
@@ -117,8 +131,8 @@ def xla_by_default() -> bool:
     """Whether `"auto"` compiles a teacher's inference with XLA here.
 
     True when TensorFlow sees a GPU or TPU (where Keras' own `jit_compile="auto"`
-    also picks XLA); False on a CPU, where XLA helped a convolutional teacher
-    and slowed a dense one (see the module docstring).
+    also picks XLA); False on a CPU, where only the cache build tries XLA,
+    timing it (see the module docstring).
 
     Returns:
         Whether to use XLA by default.
@@ -129,6 +143,13 @@ def xla_by_default() -> bool:
     True
     """
     return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+
+
+# "auto" on a CPU, in a cache build: XLA is not tried for a pass faster than
+# this (seconds per batch without XLA) ...
+MEASURE_FROM_SECONDS = 0.05
+# ... and kept when it is at least this much faster.
+XLA_MIN_GAIN = 1.03
 
 
 def _static_spec(inputs):
@@ -156,6 +177,7 @@ class TeacherInference:
             (e.g. `lambda x: teacher(x, training=False)`).
         jit_compile: `"auto"`, `True` or `False` (see the module docstring).
         name: How to name the model in messages.
+        option: The name of the user's setting, for messages.
 
     Raises:
         ValueError: for an invalid `jit_compile`.
@@ -177,24 +199,40 @@ class TeacherInference:
         *,
         jit_compile: str | bool = "auto",
         name: str = "teacher",
+        option: str = "teacher_jit_compile",
     ):
-        self.jit_compile = validate_teacher_jit_compile(jit_compile)
+        self.jit_compile = validate_teacher_jit_compile(jit_compile, option)
         self.name = name
+        self.option = option
         self._forward = forward
-        wanted = jit_compile is True or (jit_compile == "auto" and xla_by_default())
+        self._wanted = jit_compile is True or (jit_compile == "auto" and xla_by_default())
         # None until the XLA pass is known to compile (True) or not (False).
-        self._xla_works: bool | None = None if wanted else False
+        self._xla_compiles: bool | None = None
         self._plain = tf.function(forward, reduce_retracing=True)
         self._xla = (
             tf.function(forward, jit_compile=True, reduce_retracing=True)
-            if wanted
+            if self.jit_compile is not False
             else None
         )
 
     @property
     def uses_xla(self) -> bool | None:
         """True or False once decided; None while XLA is wanted but not yet checked."""
-        return self._xla_works
+        return self._xla_compiles if self._wanted else False
+
+    @property
+    def xla_compiles(self) -> bool | None:
+        """Whether XLA compiles the pass: None until tried (or never tried)."""
+        return self._xla_compiles
+
+    @property
+    def may_try_xla(self) -> bool:
+        """Whether XLA is off by default only (`"auto"` on a CPU) and not known
+        to fail, so a caller that times both passes (the cache build) may try
+        it with `function(..., xla=True)`."""
+        return (
+            self.jit_compile == "auto" and not self._wanted and self._xla_compiles is not False
+        )
 
     def _refuse(self, error: Exception) -> None:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -202,16 +240,16 @@ class TeacherInference:
         if self.jit_compile is True:
             raise ValueError(
                 f"XLA cannot compile the {self.name}'s inference "
-                f"(teacher_jit_compile=True): {type(error).__name__}: {reason}. "
-                "Pass teacher_jit_compile=False (or 'auto', which falls back with a "
+                f"({self.option}=True): {type(error).__name__}: {reason}. "
+                f"Pass {self.option}=False (or 'auto', which falls back with a "
                 "warning)."
             ) from None
         warnings.warn(
             f"XLA cannot compile the {self.name}'s inference ({reason}); it runs "
-            "without XLA. Pass teacher_jit_compile=False to skip this attempt.",
+            f"without XLA. Pass {self.option}=False to skip this attempt.",
             stacklevel=3,
         )
-        self._xla_works = False
+        self._xla_compiles = False
 
     def _decide(self, inputs) -> None:
         """Finds out once whether XLA compiles the forward pass (for `"auto"`/`True`).
@@ -220,11 +258,11 @@ class TeacherInference:
         inputs whose shape is not static beyond the batch are not checked
         (then XLA compiles at run time, as asked).
         """
-        if self._xla_works is not None:
+        if self._xla_compiles is not None:
             return
         spec = _static_spec(inputs)
         if spec is None:
-            self._xla_works = True
+            self._xla_compiles = True
             return
         with tf.init_scope():
             try:
@@ -232,7 +270,7 @@ class TeacherInference:
             except _XLA_ERRORS as error:
                 self._refuse(error)
                 return
-        self._xla_works = True
+        self._xla_compiles = True
 
     def __call__(self, inputs, *, outer_xla: bool = False):
         """The teacher's outputs for a batch, inside a model's step.
@@ -252,18 +290,22 @@ class TeacherInference:
         Raises:
             ValueError: when `jit_compile=True` and XLA cannot compile it.
         """
-        if outer_xla or self._xla_works is False:
+        if outer_xla or not self._wanted or self._xla_compiles is False:
             return self._forward(inputs)
         self._decide(inputs)
-        if tf.executing_eagerly() or not self._xla_works:
+        if tf.executing_eagerly() or not self._xla_compiles:
             return self._forward(inputs)
         return self._xla(inputs)
 
-    def function(self, inputs):
+    def function(self, inputs, *, xla: bool | None = None):
         """The teacher's outputs for a batch, from a loop run eagerly (a cache build).
 
         Args:
             inputs: A batch the teacher takes.
+            xla: `None` (default) follows `jit_compile`; `True` or `False`
+                overrides it (`True` only when `jit_compile` is not `False`;
+                a teacher XLA cannot compile then runs without it, as with
+                `"auto"`).
 
         Returns:
             The outputs of `forward`, from its compiled `tf.function` (with XLA
@@ -272,9 +314,16 @@ class TeacherInference:
         Raises:
             ValueError: when `jit_compile=True` and XLA cannot compile it.
         """
-        if self._xla_works is not False:
+        if xla is None:
+            xla = self._wanted
+        if xla and self._xla is not None:
             self._decide(inputs)
-        return (self._xla if self._xla_works else self._plain)(inputs)
+            if self._xla_compiles:
+                try:
+                    return self._xla(inputs)
+                except _XLA_ERRORS as error:  # failed to compile or run
+                    self._refuse(error)
+        return self._plain(inputs)
 
 
 def output_classes_of(model) -> int | None:

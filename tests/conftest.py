@@ -174,3 +174,25 @@ def run_command(args, *, env=None, cwd=None, timeout=300) -> subprocess.Complete
         text=True,
         timeout=timeout,
     )
+
+
+class NumpyIdentity(keras.layers.Layer):
+    """An identity XLA cannot compile (a Python function in the graph)."""
+
+    def call(self, x):
+        y = tf.numpy_function(lambda a: a, [x], tf.float32, stateful=False)
+        return tf.ensure_shape(y, x.shape)
+
+
+def conv_teacher(seed=1, xla_proof=True):
+    """A small 1-D convolutional teacher on 8 features."""
+    keras.utils.set_random_seed(seed)
+    layers = [
+        keras.Input((8,)),
+        keras.layers.Reshape((8, 1)),
+        keras.layers.Conv1D(4, 3, activation="relu"),
+        keras.layers.Flatten(),
+    ]
+    if not xla_proof:
+        layers.append(NumpyIdentity())
+    return keras.Sequential([*layers, keras.layers.Dense(3)])

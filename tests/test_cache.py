@@ -326,10 +326,13 @@ def test_auto_batch_size_is_capped_and_fits_the_memory_budget(monkeypatch):
     small = _dense(1)
     assert cache_module.auto_batch_size(small, (FEATURES,), 10) == 10
     assert cache_module.auto_batch_size(small, (FEATURES,), 10**6) == 1024
-    # 4 bytes * (5 inputs + 4 outputs) = 36 bytes an example; a budget of
-    # 8 * 360 bytes (an eighth of the "memory") fits 10 examples.
-    monkeypatch.setattr(cache_module.os, "sysconf", lambda name: 360 if name == "SC_PAGE_SIZE" else 8)
+    # 4 bytes * (5 inputs + 4 live copies of the 4 outputs) = 84 bytes an
+    # example; a budget of 8 * 840 bytes (an eighth of the "memory") fits 10.
+    monkeypatch.setattr(cache_module.os, "sysconf", lambda name: 840 if name == "SC_PAGE_SIZE" else 8)
     assert cache_module.auto_batch_size(small, (FEATURES,), 10**6) == 10
+    # Only the largest layer counts, however many layers there are.
+    deep = keras.Sequential([keras.Input((FEATURES,))] + [keras.layers.Dense(4) for _ in range(9)])
+    assert cache_module.auto_batch_size(deep, (FEATURES,), 10**6) == 10
 
 
 def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
@@ -339,31 +342,110 @@ def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
     original = cache_module._run_padded
 
     def tight_memory(forward, inputs, batch_size):
-        seen.append(batch_size)
-        if batch_size > 8:
+        seen.append(int(inputs.shape[0]))
+        if seen[-1] > 8:
             raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
         return original(forward, inputs, batch_size)
 
     monkeypatch.setattr(cache_module, "_run_padded", tight_memory)
-    cache = _build(teacher, x, tmp_path / "cache", batch_size=32, dtype="float32")
+    cache = _build(teacher, x, tmp_path / "cache", batch_size=32, dtype="float32",
+                   shard_size=64)
     assert seen[:3] == [32, 16, 8] and set(seen[3:]) == {8}
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
 
 
-def test_the_batch_size_tuner_keeps_the_fastest_size():
-    from keras_kd.cache import _BatchSizeTuner
+def _tune(tuner, seconds_per_example, batches=10):
+    """Feeds `tuner` the time of each batch; returns the configurations it ran."""
+    seen = []
+    for _ in range(batches):
+        config = (tuner.batch_size, tuner.xla)
+        seen.append(config)
+        tuner.record(config[0], config[0] * seconds_per_example[config])
+    return seen
 
-    per_example = {64: 1.0, 128: 0.6, 256: 0.5, 512: 0.55, 1024: 0.4}  # seconds
-    tuner = _BatchSizeTuner(cap=1024)
-    sizes = []
-    for _ in range(20):
-        size = tuner.batch_size
-        sizes.append(size)
-        tuner.record(size * per_example[size])
-    # 64, 128, 256 gain; 512 is slower, so the search stops (1024 is never tried).
-    assert sizes[:8] == [64, 64, 128, 128, 256, 256, 512, 512]
-    assert set(sizes[8:]) == {256}
-    assert _BatchSizeTuner(cap=40).batch_size == 40
+
+def test_the_pass_tuner_keeps_xla_only_when_it_is_faster():
+    from keras_kd.cache import _PassTuner
+
+    slow = {(256, False): 1e-3}  # seconds per example: 0.256 s a batch
+    seen = _tune(_PassTuner(cap=1024, try_xla=True), {**slow, (256, True): 0.9e-3})
+    # Timed on the second batch each way (the first traces or compiles).
+    assert seen[:4] == [(256, False)] * 2 + [(256, True)] * 2
+    assert set(seen[4:]) == {(256, True)}  # 10% faster: kept
+    seen = _tune(_PassTuner(cap=1024, try_xla=True), {**slow, (256, True): 0.99e-3})
+    assert set(seen[4:]) == {(256, False)}  # 1% faster is within the noise
+    # A pass under 50 ms a batch is not worth an XLA compilation.
+    seen = _tune(_PassTuner(cap=1024, try_xla=True), {(256, False): 1e-4})
+    assert set(seen) == {(256, False)}
+    # Without the trial (an explicit jit_compile, or XLA by default): nothing changes.
+    tuner = _PassTuner(cap=1024)
+    assert tuner.done and (tuner.batch_size, tuner.xla) == (256, False)
+    assert _PassTuner(cap=40).batch_size == 40
+
+
+def test_the_pass_tuner_ends_without_xla_on_failure_or_out_of_memory():
+    from keras_kd.cache import _PassTuner
+
+    tuner = _PassTuner(cap=1024, try_xla=True)
+    for _ in range(2):
+        tuner.record(256, 0.5)
+    assert tuner.xla
+    tuner.out_of_memory(128)
+    assert (tuner.batch_size, tuner.xla, tuner.done) == (128, False, True)
+    tuner = _PassTuner(cap=1024, try_xla=True)
+    for _ in range(2):
+        tuner.record(256, 0.5)
+    tuner.xla_failed()
+    assert (tuner.xla, tuner.done) == (False, True)
+    tuner = _PassTuner(cap=1024, try_xla=True)
+    for _ in range(3):
+        tuner.record(100, 0.5)  # the short end of a shard is not timed
+    assert not tuner.xla
+
+
+def test_an_out_of_memory_build_with_the_tuner_stores_the_teachers_logits(
+    teacher, tmp_path, monkeypatch
+):
+    from keras_kd import cache as cache_module
+
+    seen = []
+    original = cache_module._run_padded
+
+    def tight_memory(forward, inputs, batch_size):
+        seen.append(int(inputs.shape[0]))
+        if seen[-1] > 200:
+            raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
+        return original(forward, inputs, batch_size)
+
+    monkeypatch.setattr(cache_module, "_run_padded", tight_memory)
+    x = np.random.default_rng(4).normal(size=(3000, FEATURES)).astype("float32")
+    cache = _build(teacher, x, tmp_path / "cache", dtype="float32", shard_size=4096)
+    # 256 fails once, then 128 for good: no size that failed is tried again.
+    assert seen[:2] == [256, 128] and max(seen[2:]) == 128
+    np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
+
+
+def test_the_builds_xla_trial_keeps_the_logits_and_survives_a_teacher_xla_rejects(
+    tmp_path, monkeypatch, capsys
+):
+    from conftest import conv_teacher
+
+    from keras_kd import teacher_inference
+
+    monkeypatch.setattr(teacher_inference, "MEASURE_FROM_SECONDS", 0.0)
+    monkeypatch.setattr(teacher_inference, "XLA_MIN_GAIN", 0.0)  # XLA always wins
+    # Room for the trial: two batches of 256 each way.
+    x = np.random.default_rng(5).normal(size=(1500, 8)).astype("float32")
+    options = {"dtype": "float32", "shard_size": 8192, "verbose": True}
+    teacher = conv_teacher()
+    cache = _build(teacher, x, tmp_path / "xla", **options)
+    assert ", XLA (" in capsys.readouterr().out  # tried, and kept
+    np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
+    rejected = conv_teacher(xla_proof=False)
+    with pytest.warns(UserWarning, match="runs without XLA. Pass jit_compile=False"):
+        cache = _build(rejected, x, tmp_path / "no-xla", **options)
+    assert ", XLA (" not in capsys.readouterr().out
+    np.testing.assert_allclose(cache.logits(), rejected(x).numpy(), atol=1e-5)
 
 
 def test_a_tuned_build_stores_the_teachers_logits(teacher, tmp_path):

@@ -6,32 +6,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import blobs, small_mlp, two_replicas
+from conftest import blobs, conv_teacher, small_mlp, two_replicas
 
 from keras_kd import Distiller, teacher_inference
 from keras_kd.teacher_inference import TeacherInference
-
-
-class NumpyIdentity(keras.layers.Layer):
-    """An identity XLA cannot compile (a Python function in the graph)."""
-
-    def call(self, x):
-        y = tf.numpy_function(lambda a: a, [x], tf.float32, stateful=False)
-        return tf.ensure_shape(y, x.shape)
-
-
-def conv_teacher(seed=1, xla_proof=True):
-    """A small 1-D convolutional teacher on 8 features."""
-    keras.utils.set_random_seed(seed)
-    layers = [
-        keras.Input((8,)),
-        keras.layers.Reshape((8, 1)),
-        keras.layers.Conv1D(4, 3, activation="relu"),
-        keras.layers.Flatten(),
-    ]
-    if not xla_proof:
-        layers.append(NumpyIdentity())
-    return keras.Sequential([*layers, keras.layers.Dense(3)])
 
 
 def fit(teacher, student, jit, **compile_kwargs):
@@ -133,3 +111,16 @@ def test_two_replicas_train_as_one_with_an_xla_teacher():
 def test_an_invalid_setting_is_refused():
     with pytest.raises(ValueError, match="teacher_jit_compile"):
         Distiller(student=small_mlp(8, 2), teacher=small_mlp(16, 1), teacher_jit_compile="yes")
+
+
+def test_teacher_uses_xla_says_what_the_step_does():
+    model = Distiller(student=small_mlp(8, 2), teacher=conv_teacher(), temperature=3.0,
+                      teacher_jit_compile=True)
+    model.compile(optimizer="sgd")
+    assert model.teacher_uses_xla is None  # wanted, not yet checked
+    for jit in (True, False, "auto"):  # "auto" on a CPU: off
+        model, _, _ = fit(conv_teacher(), small_mlp(8, 2), jit)
+        assert model.teacher_uses_xla is (jit is True)
+    assert Distiller(student=small_mlp(8, 2), teacher=None).teacher_uses_xla is None
+    model, _, _ = fit(conv_teacher(), small_mlp(8, 2), True, run_eagerly=True)
+    assert model.teacher_uses_xla is None  # eager steps call the teacher directly

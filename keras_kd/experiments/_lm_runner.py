@@ -420,7 +420,8 @@ class LanguageModelExperiment:
             return ""
         return (
             f"\nThe cached students' top-{self.settings.top_k} cache was built once "
-            f"in {record['build_seconds']} s ({record['build_tokens_per_second']:,.0f} "
+            f"in {record['build_seconds']} s (by the invocation that finished it; "
+            f"{record['build_tokens_per_second']:,.0f} "
             f"training tokens/s through the teacher; {record['cache_mb']} MB), not "
             "counted in their train tokens/s.\n"
         )

@@ -419,7 +419,6 @@ class ImagenetExperiment:
             views=s.views,
             augment=data_sets.crop_augment(s.image_size),
             seed=s.teacher_seed,
-            batch_size=self.setup.global_batch_size,
             verbose=bool(s.verbose),
         )
         if not run.finished:
