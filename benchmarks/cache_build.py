@@ -1,8 +1,12 @@
 """Teacher-cache build time: this checkout against another keras-kd (e.g. 0.1.0/HEAD).
 
-Times `keras_kd.cache.build_teacher_cache` over MNIST's 60,000 training images
-with an untrained teacher (its speed does not depend on its weights): the
-MNIST MLP of the paper (784-1200-1200-10) or a small convolutional network.
+Times `keras_kd.cache.build_teacher_cache` with an untrained teacher (its
+speed does not depend on its weights): over MNIST's 60,000 training images,
+the MNIST MLP of the paper (784-1200-1200-10) or a small convolutional
+network; or, for the ImageNet experiment's teacher, a ResNet-50 at 112 px
+over 4,096 random images of that size (the speed does not depend on the
+pixels either). Each version builds with its own defaults (0.1.0: batch 256;
+0.3: the batch size and, on a CPU, XLA chosen on the first batches).
 Each build runs in its own worker process (two versions of `keras_kd` cannot
 share one), which times the build alone: not the start of Python, the import
 of TensorFlow or the loading of MNIST. Rounds alternate the two versions (and
@@ -31,18 +35,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHERS = ("mlp", "cnn")
+TEACHERS = ("mlp", "cnn", "resnet50")
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", help="folder holding the baseline keras_kd package")
     parser.add_argument("--teacher", choices=TEACHERS, default="mlp")
-    parser.add_argument("--examples", type=int, default=60000)
+    parser.add_argument("--examples", type=int, default=None,
+                        help="default 60000 (mlp, cnn), 4096 (resnet50)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--data-dir", default=None, help="default $KERAS_KD_DATA_DIR")
     parser.add_argument("--out", default="benchmarks/runs/cache_build")
-    parser.add_argument("--quick", action="store_true", help="6,000 examples, 1 round")
+    parser.add_argument("--quick", action="store_true", help="6,000 examples (resnet50: 512), 1 round")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -51,6 +56,11 @@ def teacher_model(kind: str):
     import keras
 
     keras.utils.set_random_seed(0)
+    if kind == "resnet50":
+        return keras.applications.ResNet50(
+            weights=None, input_shape=(112, 112, 3), classes=10,
+            classifier_activation=None,
+        )
     if kind == "mlp":
         layers = [
             keras.Input((784,)),
@@ -72,13 +82,19 @@ def teacher_model(kind: str):
 
 def worker(args) -> None:
     """Builds one cache and prints `{"seconds": ...}` (run by `main` in a subprocess)."""
+    import numpy as np
+
     import keras_kd
     from keras_kd.cache import build_teacher_cache
     from keras_kd.datasets.mnist import load_mnist
 
-    (x, _), _ = load_mnist(args.data_dir)
-    x = x[: args.examples].astype("float32") / 255.0
-    x = x.reshape(len(x), 784) if args.teacher == "mlp" else x[..., None]
+    if args.teacher == "resnet50":
+        rng = np.random.default_rng(0)
+        x = rng.uniform(0, 255, (args.examples, 112, 112, 3)).astype("float32")
+    else:
+        (x, _), _ = load_mnist(args.data_dir)
+        x = x[: args.examples].astype("float32") / 255.0
+        x = x.reshape(len(x), 784) if args.teacher == "mlp" else x[..., None]
     teacher = teacher_model(args.teacher)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
@@ -109,8 +125,11 @@ def main(argv=None) -> int:
     if args.worker:
         worker(args)
         return 0
+    if args.examples is None:
+        args.examples = 4096 if args.teacher == "resnet50" else 60000
     if args.quick:
-        args.examples, args.rounds = min(args.examples, 6000), 1
+        quick_examples = 512 if args.teacher == "resnet50" else 6000
+        args.examples, args.rounds = min(args.examples, quick_examples), 1
     if not args.baseline or not (Path(args.baseline) / "keras_kd").is_dir():
         print(f"--baseline must be a folder holding a keras_kd package, got {args.baseline!r}",
               file=sys.stderr)
