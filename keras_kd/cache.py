@@ -128,6 +128,8 @@ from keras_kd.teacher_inference import TeacherInference
 from keras_kd.teachers import TeacherEnsemble, check_input_shape, combine_logits
 
 VERSION = 1
+# The most memory a shard's float32 outputs take while it is built.
+SHARD_BUILD_BYTES = 256 * 2**20
 STORAGE_DTYPES = ("float16", "float32")
 VERIFY_MODES = ("full", "size")
 _FULL_FILES = ("logits",)
@@ -347,7 +349,10 @@ def build_teacher_cache(
             is faster (see `_PassTuner`). The batch is halved whenever the
             device runs out of memory. A given `batch_size` is used as is
             (and "auto" on a CPU then runs without XLA).
-        shard_size: Examples per shard file.
+        shard_size: Examples per shard file, at most: lowered so that a
+            shard's outputs, held in float32 while it is built, take at most
+            `SHARD_BUILD_BYTES` (256 MiB; e.g. 256 windows of 128 tokens at
+            2,048 classes).
         dtype: `"float16"` (default) or `"float32"` for the stored logits.
         jit_compile: Compile the teacher's inference with XLA: `"auto"`
             (default: on a GPU or TPU; on a CPU when it measures faster on
@@ -447,10 +452,15 @@ def build_teacher_cache(
     probe = forward_pass(x[:1] if augment is None else first[None])
     time_steps, classes = _output_layout(tuple(probe.shape[2:]))
     step_shape = (classes,) if time_steps is None else (time_steps, classes)
+    # A shard's outputs are held in float32 while it is built (and copied again
+    # to encode top-k): bound them, which matters for sequences of many classes.
+    per_example = 4 * views * streams * int(np.prod(step_shape, dtype=np.int64))
+    shard_size = max(1, min(shard_size, SHARD_BUILD_BYTES // per_example))
     tuner = None
     if batch_size is None:
         example_shape = tuple(x.shape[1:]) if augment is None else tuple(first.shape)
-        batch_size = auto_batch_size(teacher, example_shape, size * views)
+        # A pass never holds more than one shard's examples (one view at a time).
+        batch_size = auto_batch_size(teacher, example_shape, min(size, shard_size))
         if inference.uses_xla is False:
             # For "auto" on a CPU: the first batches tell whether XLA is faster.
             tuner = _PassTuner(batch_size, try_xla=inference.may_try_xla)
@@ -536,8 +546,10 @@ def build_teacher_cache(
                 if batch_size == 1:
                     raise
                 batch_size = max(1, batch_size // 2)
-                if tuner is not None:
+                if tuner is not None and not tuner.done:
                     tuner.out_of_memory(batch_size)
+                    if progress is not None:
+                        print(f"\nOut of memory: {tuner.describe()}")
                 continue
             if progress is not None:
                 progress.add((end - begin) * views)
@@ -606,8 +618,9 @@ class _PassTuner:
     two run under XLA (the first compiles) and XLA is kept if the second was
     at least `XLA_MIN_GAIN` (3%) faster (both in `keras_kd.teacher_inference`).
     Every batch timed is a real batch of the build, so the trial costs one
-    compilation. Running out of memory halves the batch (the build's rule)
-    and ends the trial without XLA.
+    compilation. Running out of memory during the trial halves the batch
+    (the build's rule) and ends the trial without XLA; after the trial, it
+    halves the batch and keeps the choice.
     """
 
     START = 256
@@ -699,14 +712,14 @@ def auto_batch_size(teacher, example_shape: tuple, rows: int) -> int:
     float32, the input and `LIVE_OUTPUTS` (4) copies of the largest layer
     output: inference frees a layer's output once its consumers have run, so
     only a few are alive at once. The build halves the batch whenever the
-    device reports running out of memory. (Up to 0.3.0 every layer's output
-    was counted, which held a ResNet-50 at 112 px to batches of 83 on a
+    device reports running out of memory. (A draft of 0.3 counted every
+    layer's output, which held a ResNet-50 at 112 px to batches of 83 on a
     24 GiB machine, slower than 0.1's fixed 256.)
 
     Args:
         teacher: The model the cache runs.
         example_shape: The shape of one input example.
-        rows: The examples (times views) the build runs.
+        rows: The most examples a pass can hold (those of one shard).
 
     Returns:
         An integer in `[1, 1024]`.

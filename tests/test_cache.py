@@ -448,7 +448,17 @@ def test_the_builds_xla_trial_keeps_the_logits_and_survives_a_teacher_xla_reject
     np.testing.assert_allclose(cache.logits(), rejected(x).numpy(), atol=1e-5)
 
 
-def test_a_tuned_build_stores_the_teachers_logits(teacher, tmp_path):
+def test_a_build_with_the_automatic_batch_stores_the_teachers_logits(teacher, tmp_path):
     x = np.random.default_rng(3).normal(size=(700, FEATURES)).astype("float32")
     cache = _build(teacher, x, tmp_path / "cache", shard_size=256, dtype="float32")
+    np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
+
+
+def test_shards_are_kept_small_enough_to_build_in_memory(teacher, x, tmp_path, monkeypatch):
+    from keras_kd import cache as cache_module
+
+    # 4 classes in float32 are 16 bytes an example: 80 bytes hold 5 examples.
+    monkeypatch.setattr(cache_module, "SHARD_BUILD_BYTES", 80)
+    cache = _build(teacher, x, tmp_path / "cache", dtype="float32", shard_size=16)
+    assert cache.manifest["shard_size"] == 5 and len(cache.manifest["shards"]) == 8
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)

@@ -25,6 +25,7 @@ def test_auto_leaves_xla_off_on_a_cpu():
     assert not tf.config.list_logical_devices("GPU")  # these tests run on CPUs
     model, _, _ = fit(conv_teacher(), small_mlp(8, 2), "auto")
     assert model._teacher_pass().uses_xla is False
+    assert model._teacher_pass()._xla.experimental_get_tracing_count() == 0  # never tried
 
 
 @pytest.fixture
@@ -124,3 +125,25 @@ def test_teacher_uses_xla_says_what_the_step_does():
     assert Distiller(student=small_mlp(8, 2), teacher=None).teacher_uses_xla is None
     model, _, _ = fit(conv_teacher(), small_mlp(8, 2), True, run_eagerly=True)
     assert model.teacher_uses_xla is None  # eager steps call the teacher directly
+
+
+@pytest.mark.parametrize("jit", ["auto", True])
+def test_an_xla_failure_at_run_time_falls_back_or_is_named(jit, monkeypatch):
+    teacher = conv_teacher()
+    x = blobs(16, np.random.default_rng(6))[0]
+    inference = TeacherInference(lambda b: teacher(b, training=False), jit_compile=jit,
+                                 option="jit_compile")
+    inference._xla_compiles = True  # lowered to HLO fine; compiling it then fails
+
+    def broken(inputs):
+        raise tf.errors.InternalError(None, None, "XLA compilation failed")
+
+    monkeypatch.setattr(inference, "_xla", broken)
+    if jit is True:
+        with pytest.raises(ValueError, match=r"jit_compile=True\): InternalError"):
+            inference.function(x)
+        return
+    with pytest.warns(UserWarning, match="runs without XLA. Pass jit_compile=False"):
+        outputs = inference.function(x, xla=True)
+    np.testing.assert_allclose(outputs, teacher(x), atol=1e-5)
+    assert inference.xla_compiles is False and not inference.may_try_xla
