@@ -335,7 +335,9 @@ def test_auto_batch_size_is_capped_and_fits_the_memory_budget(monkeypatch):
     assert cache_module.auto_batch_size(deep, (FEATURES,), 10**6) == 10
 
 
-def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
+def _memory_of(rows_that_fit, monkeypatch):
+    """Makes every teacher pass of more than `rows_that_fit` rows run out of memory;
+    returns the list of the rows each pass was given."""
     from keras_kd import cache as cache_module
 
     seen = []
@@ -343,11 +345,16 @@ def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
 
     def tight_memory(forward, inputs, batch_size):
         seen.append(int(inputs.shape[0]))
-        if seen[-1] > 8:
+        if seen[-1] > rows_that_fit:
             raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
         return original(forward, inputs, batch_size)
 
     monkeypatch.setattr(cache_module, "_run_padded", tight_memory)
+    return seen
+
+
+def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
+    seen = _memory_of(8, monkeypatch)
     cache = _build(teacher, x, tmp_path / "cache", batch_size=32, dtype="float32",
                    shard_size=64)
     assert seen[:3] == [32, 16, 8] and set(seen[3:]) == {8}
@@ -406,18 +413,7 @@ def test_the_pass_tuner_ends_without_xla_on_failure_or_out_of_memory():
 def test_an_out_of_memory_build_with_the_tuner_stores_the_teachers_logits(
     teacher, tmp_path, monkeypatch
 ):
-    from keras_kd import cache as cache_module
-
-    seen = []
-    original = cache_module._run_padded
-
-    def tight_memory(forward, inputs, batch_size):
-        seen.append(int(inputs.shape[0]))
-        if seen[-1] > 200:
-            raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
-        return original(forward, inputs, batch_size)
-
-    monkeypatch.setattr(cache_module, "_run_padded", tight_memory)
+    seen = _memory_of(200, monkeypatch)
     x = np.random.default_rng(4).normal(size=(3000, FEATURES)).astype("float32")
     cache = _build(teacher, x, tmp_path / "cache", dtype="float32", shard_size=4096)
     # 256 fails once, then 128 for good: no size that failed is tried again.
