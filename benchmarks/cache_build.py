@@ -6,7 +6,10 @@ the MNIST MLP of the paper (784-1200-1200-10) or a small convolutional
 network; or, for the ImageNet experiment's teacher, a ResNet-50 at 112 px
 over 4,096 random images of that size (the speed does not depend on the
 pixels either). Each version builds with its own defaults (0.1.0: batch 256;
-0.3: the batch size and, on a CPU, XLA chosen on the first batches).
+0.3: the batch size and, on a CPU, XLA chosen on the first batches); with
+`--teacher-dtype bfloat16` this checkout's teacher computes in bfloat16
+(`build_teacher_cache(..., teacher_dtype="bfloat16")`), the baseline's as it
+always did.
 Each build runs in its own worker process (two versions of `keras_kd` cannot
 share one), which times the build alone: not the start of Python, the import
 of TensorFlow or the loading of MNIST. Rounds alternate the two versions (and
@@ -45,6 +48,10 @@ def parse_args(argv=None):
     parser.add_argument("--examples", type=int, default=None,
                         help="default 60000 (mlp, cnn), 4096 (resnet50)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--teacher-dtype", choices=("float32", "bfloat16", "float16"),
+                        default="float32",
+                        help="this checkout's teacher_dtype (float32: None); the "
+                             "baseline builds in float32")
     parser.add_argument("--data-dir", default=None, help="default $KERAS_KD_DATA_DIR")
     parser.add_argument("--out", default="benchmarks/runs/cache_build")
     parser.add_argument("--quick", action="store_true", help="6,000 examples (resnet50: 512), 1 round")
@@ -98,15 +105,16 @@ def worker(args) -> None:
     teacher = teacher_model(args.teacher)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        build_teacher_cache(teacher, x, Path(folder) / "cache", verbose=False)
+        options = {} if args.teacher_dtype == "float32" else {"teacher_dtype": args.teacher_dtype}
+        build_teacher_cache(teacher, x, Path(folder) / "cache", verbose=False, **options)
         seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "keras_kd": str(Path(keras_kd.__file__).parent)}))
 
 
-def run_worker(package_root: Path, args) -> float:
+def run_worker(package_root: Path, args, teacher_dtype: str = "float32") -> float:
     command = [
         sys.executable, __file__, "--worker", "--teacher", args.teacher,
-        "--examples", str(args.examples),
+        "--examples", str(args.examples), "--teacher-dtype", teacher_dtype,
     ]
     if args.data_dir:
         command += ["--data-dir", args.data_dir]
@@ -138,17 +146,19 @@ def main(argv=None) -> int:
     from keras_kd.runs import RunFolder
 
     versions = {"baseline": Path(args.baseline), "this checkout": ROOT}
+    dtypes = {"baseline": "float32", "this checkout": args.teacher_dtype}
     times = {name: [] for name in versions}
     for round_index in range(args.rounds):
         order = list(versions) if round_index % 2 == 0 else list(versions)[::-1]
         for name in order:
-            times[name].append(run_worker(versions[name], args))
+            times[name].append(run_worker(versions[name], args, dtypes[name]))
             print(f"round {round_index + 1}/{args.rounds} {name}: "
                   f"{times[name][-1]:.2f} s", flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
     ratio = medians["baseline"] / medians["this checkout"]
     rows = [
-        {"version": name, "teacher": args.teacher, "examples": args.examples,
+        {"version": name, "teacher": args.teacher, "teacher_dtype": dtypes[name],
+         "examples": args.examples,
          "median_s": medians[name], "rounds_s": " ".join(f"{t:.2f}" for t in times[name])}
         for name in versions
     ]

@@ -80,6 +80,7 @@ from keras_kd import distribute  # noqa: E402
 from keras_kd.datasets import imagenet  # noqa: E402
 from keras_kd.experiments import imagenet_models  # noqa: E402
 from keras_kd.runs import RunFolder  # noqa: E402
+from keras_kd.teacher_precision import forward_in  # noqa: E402
 
 MODES = ("steps", "online", "teacher-xla")
 # Each timed kind and the experiment's kind of run it is.
@@ -150,6 +151,11 @@ def parse_args(argv=None):
     online.add_argument("--quick", action="store_true",
                         help="2 classes, 16 + 8 images each, 32 px, 1 epoch, "
                              "MobileNetV2 x0.35 teacher and student")
+    parser.add_argument("--teacher-dtype", nargs="+", default=["float32"],
+                        choices=("float32", "bfloat16", "float16"),
+                        help="online mode: keras-kd's Distiller(teacher_dtype=...) "
+                             "(float32: None), several values train one keras-kd "
+                             "student each; teacher-xla mode: the precisions timed")
     parser.add_argument("--teacher-model", choices=("resnet50", "mobilenetv2", "mlp"),
                         default="resnet50",
                         help="online and teacher-xla modes (mlp: teacher-xla only)")
@@ -320,10 +326,14 @@ def teacher_xla_rows(args):
         )
     rng = np.random.default_rng(0)
     x = tf.constant(rng.uniform(0, 255, (args.batch_size, *shape)).astype("float32"))
-    passes = {
-        "without XLA": tf.function(lambda b: teacher(b, training=False)),
-        "with XLA": tf.function(lambda b: teacher(b, training=False), jit_compile=True),
-    }
+    passes = {}
+    for dtype in args.teacher_dtype:
+        forward = forward_in(
+            lambda b: teacher(b, training=False), teacher, _teacher_dtype(dtype)
+        )
+        label = "" if len(args.teacher_dtype) == 1 else f"{dtype}, "
+        passes[f"{label}without XLA"] = tf.function(forward)
+        passes[f"{label}with XLA"] = tf.function(forward, jit_compile=True)
     first_call = {}
     for name, run in passes.items():
         start = time.perf_counter()
@@ -349,8 +359,16 @@ def teacher_xla_rows(args):
          "first_call_s": first_call[name]}
         for name, t in times.items()
     ]
+    base = rows[0]["median_s"]
+    for row in rows:
+        row["speed_up"] = base / row["median_s"]
     ratio = rows[0]["median_s"] / rows[1]["median_s"]
-    return rows, f"XLA speed-up (median without / median with): {ratio:.3f}x", {"ratio": ratio}
+    notes = f"XLA speed-up (median without / median with): {ratio:.3f}x. " + (
+        f"Speed-up of each pass against {rows[0]['pass']!r}: "
+        + ", ".join(f"{r['pass']} {r['speed_up']:.3f}x" for r in rows[1:])
+        if len(rows) > 2 else ""
+    )
+    return rows, notes.strip(), {"ratio": ratio}
 
 
 def _peer(student, teacher, optimizer, metrics):
@@ -411,13 +429,17 @@ def online_rows(args):
         "mobilenetv2", classes, args.image_size, width=args.student_width
     ).get_weights()
     settings = {"auto": "auto", "true": True, "false": False}
-    jits = {
-        ("keras-kd" if len(args.teacher_jit_compile) == 1
-         else f"keras-kd, teacher_jit_compile={settings[value]!r}"): settings[value]
-        for value in args.teacher_jit_compile
-    }
+    variants = {}
+    for value in args.teacher_jit_compile:
+        for dtype in args.teacher_dtype:
+            name = ["keras-kd"]  # with the settings that differ between variants
+            if len(args.teacher_jit_compile) > 1:
+                name.append(f"teacher_jit_compile={settings[value]!r}")
+            if len(args.teacher_dtype) > 1:
+                name.append(f"teacher_dtype={_teacher_dtype(dtype)!r}")
+            variants[", ".join(name)] = settings[value], _teacher_dtype(dtype)
     models, students = {}, {}
-    for index, name in enumerate([*jits, PEER]):
+    for index, name in enumerate([*variants, PEER]):
         student = imagenet_models.application(
             "mobilenetv2", classes, args.image_size, width=args.student_width,
             model_name=f"student_{index}",
@@ -428,18 +450,18 @@ def online_rows(args):
             setup.learning_rate, total_steps, steps, momentum=0.9, weight_decay=1e-4
         )
         metrics = imagenet_models.accuracy_metrics(classes)
-        if name in jits:
+        if name in variants:
             import keras_kd
 
-            jit = jits[name]
+            jit, dtype = variants[name]
             model = keras_kd.Distiller(
                 student=student, teacher=teacher, temperature=TEMPERATURE,
                 soft_weight=SOFT_WEIGHT, validation_teacher=args.validation_teacher,
-                teacher_jit_compile=jit,
+                teacher_jit_compile=jit, teacher_dtype=dtype,
             )
             model.compile(optimizer, metrics=metrics)
             how = (f"keras_kd.Distiller(validation_teacher={args.validation_teacher!r}, "
-                   f"teacher_jit_compile={jit!r})")
+                   f"teacher_jit_compile={jit!r}, teacher_dtype={dtype!r})")
         else:
             model, how = _peer(student, teacher, optimizer, metrics)
         models[name], students[name] = (model, how), student
@@ -497,8 +519,9 @@ def online_rows(args):
             f"{row['speed_up_epochs_2on']:.3f}x; top-1 difference "
             f"{100 * (row['top1'] - peer['top1']):+.2f} points."
         )
+    teacher_notes = _teacher_precision_notes(teacher, val, args.teacher_dtype)
     notes = (
-        " ".join(comparisons) + " "
+        " ".join(comparisons) + teacher_notes + " "
         f"{data.train.num_examples} training / {data.val.num_examples} validation "
         f"images, {classes} classes, {args.image_size} px, global batch "
         f"{setup.global_batch_size}, {steps} steps per epoch, learning rate "
@@ -507,6 +530,52 @@ def online_rows(args):
     )
     curves = {f"{name} val_top1": values for name, values in val_top1.items()}
     return rows, notes, {"epoch_seconds": epoch_seconds, "curves": curves}
+
+
+def _teacher_dtype(name: str) -> str | None:
+    """The `teacher_dtype` of a `--teacher-dtype` value (float32: None)."""
+    return None if name == "float32" else name
+
+
+def _teacher_precision_notes(teacher, val, dtypes) -> str:
+    """The teacher at each lower precision against float32, on the validation set:
+    top-1 of both, the share of top-1 predictions that agree, and the mean and
+    largest KL(float32 || lower) between their softmaxes at T."""
+    lower = [d for d in dtypes if _teacher_dtype(d) is not None]
+    if not lower:
+        return ""
+    exact, labels = [], []
+    rounded = {d: [] for d in lower}
+    passes = {d: tf.function(forward_in(lambda b: teacher(b, training=False), teacher, d))
+              for d in lower}
+    plain = tf.function(lambda b: teacher(b, training=False))
+    for x, y in val:
+        exact.append(plain(x).numpy())
+        labels.append(np.asarray(y).reshape(-1))
+        for d in lower:
+            rounded[d].append(passes[d](x).numpy())
+    exact, labels = np.concatenate(exact), np.concatenate(labels)
+    if labels.ndim == 1 and exact.shape[0] != labels.shape[0]:
+        labels = labels.reshape(exact.shape[0], -1).argmax(-1)
+
+    def tempered(logits):
+        z = logits / TEMPERATURE
+        z = z - z.max(axis=-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+    notes = []
+    for d in lower:
+        low = np.concatenate(rounded[d])
+        kl = (np.exp(tempered(exact)) * (tempered(exact) - tempered(low))).sum(-1)
+        notes.append(
+            f" Teacher in {d} against float32 on the {len(exact)} validation images: "
+            f"top-1 {100 * np.mean(low.argmax(-1) == labels):.2f}% against "
+            f"{100 * np.mean(exact.argmax(-1) == labels):.2f}%, same top-1 prediction "
+            f"for {100 * np.mean(low.argmax(-1) == exact.argmax(-1)):.2f}% of images, "
+            f"KL(float32 || {d}) at T = {TEMPERATURE}: mean {kl.mean():.2e}, "
+            f"largest {kl.max():.2e}."
+        )
+    return "".join(notes)
 
 
 def steps_mode_rows(args):

@@ -125,6 +125,7 @@ from keras_kd.distiller import ends_in_softmax
 from keras_kd.files import sha256_file
 from keras_kd import teacher_inference
 from keras_kd.teacher_inference import TeacherInference
+from keras_kd.teacher_precision import forward_in, validate_teacher_dtype
 from keras_kd.teachers import TeacherEnsemble, check_input_shape, combine_logits
 
 VERSION = 1
@@ -316,6 +317,7 @@ def build_teacher_cache(
     shard_size: int = 16384,
     dtype: str = "float16",
     jit_compile: str | bool = "auto",
+    teacher_dtype: str | None = None,
     verbose: bool = True,
 ) -> TeacherCache:
     """Runs `teacher` once over the transfer set `x` and writes its outputs.
@@ -364,6 +366,12 @@ def build_teacher_cache(
             machine may choose differently; their logits then differ by
             float rounding (about 1e-6). Pass `True` or `False` for
             bit-identical rebuilds.
+        teacher_dtype: `None` (default: the teacher computes as built),
+            `"bfloat16"` or `"float16"`: the precision of the teacher's
+            arithmetic during the build, on its own float32 weights (see
+            `keras_kd.teacher_precision`). Faster where the hardware has fast
+            lower-precision arithmetic; part of the cache's identity, so a
+            cache built at another precision is rebuilt.
         verbose: Show a progress bar.
 
     Returns:
@@ -419,6 +427,7 @@ def build_teacher_cache(
         )
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}, got {dtype!r}.")
+    validate_teacher_dtype(teacher_dtype)
     augment_name = _augment_name(augment)
     if augment is None:
         check_input_shape(teacher, tuple(x.shape[1:]), model_role="teacher", data_name="x")
@@ -432,9 +441,8 @@ def build_teacher_cache(
             return tf.reduce_mean(teacher.member_logits(batch, training=False), axis=1)[:, None]
         return tf.cast(teacher(batch, training=False), tf.float32)[:, None]
 
-    inference = TeacherInference(
-        forward_pass, jit_compile=jit_compile, option="jit_compile"
-    )
+    forward_pass = forward_in(forward_pass, teacher, teacher_dtype)
+    inference = TeacherInference(forward_pass, jit_compile=jit_compile, option="jit_compile")
     forward = inference.function
 
     output_spec = None
@@ -463,7 +471,12 @@ def build_teacher_cache(
         batch_size = auto_batch_size(teacher, example_shape, min(size, shard_size))
         if inference.uses_xla is False:
             # For "auto" on a CPU: the first batches tell whether XLA is faster.
-            tuner = _PassTuner(batch_size, try_xla=inference.may_try_xla)
+            # A lower-precision teacher is not tried under XLA: XLA's CPU
+            # kernels do not use oneDNN's bfloat16 ones (a ResNet-50 ran 2.3x
+            # slower in bfloat16 with XLA than without, benchmarks/RESULTS.md).
+            tuner = _PassTuner(
+                batch_size, try_xla=inference.may_try_xla and teacher_dtype is None
+            )
             batch_size = tuner.batch_size
     if top_k is not None and (
         not isinstance(top_k, int | np.integer) or not 1 <= top_k <= classes
@@ -488,6 +501,8 @@ def build_teacher_cache(
         # Only sequence caches carry the key, so a per-example cache of an
         # earlier version keeps its layout (and resumes instead of rebuilding).
         content["time"] = time_steps
+    if teacher_dtype is not None:  # likewise: absent for a float32 teacher
+        content["teacher_dtype"] = teacher_dtype
     layout = {
         "format": FORMAT,
         "version": VERSION,

@@ -21,6 +21,7 @@ from keras_kd.teacher_inference import (
     validate_validation_teacher,
     weights_digest,
 )
+from keras_kd.teacher_precision import forward_in, validate_teacher_dtype
 
 # INPUTS, TEACHER_LOGITS and TEACHER_TEMPERATURE are defined in keras_kd.batch and
 # re-exported here for modules written against keras_kd 0.1.
@@ -483,9 +484,17 @@ class Distiller(keras.Model):
             falls back with a warning when XLA cannot compile the teacher; on
             a CPU it leaves XLA off (in the Imagenette online benchmark a
             ResNet-50 teacher under XLA made no epoch faster, although XLA
-            runs it 1.13x faster alone; see `keras_kd.teacher_inference`). `True` always (a `ValueError` if XLA
-            cannot), `False` never. Under `compile(jit_compile=True)` the
-            whole step is XLA already.
+            runs it 1.13x faster alone; see `keras_kd.teacher_inference`).
+            `True` always (a `ValueError` if XLA cannot), `False` never.
+            Under `compile(jit_compile=True)` the whole step is XLA already.
+        teacher_dtype: The precision of the teacher's arithmetic, in training
+            and validation: `None` (default: as the teacher was built),
+            `"bfloat16"` or `"float16"`, on the teacher's own float32 weights
+            and with its output layers kept float32 (see
+            `keras_kd.teacher_precision`). The student's step keeps its own
+            dtype policy. Faster where the hardware has fast lower-precision
+            arithmetic (a CPU with AMX, a GPU with tensor cores); the soft
+            targets then differ from float32 by rounding.
         hints: `keras_kd.Hint`s (FitNets): student layers trained to match
             teacher layers, each through a learned adapter when the shapes
             differ, its loss added with its weight and logged as
@@ -545,6 +554,7 @@ class Distiller(keras.Model):
         distillation_loss: str | kd_losses.DistillationLoss | list = "tempered_kl",
         validation_teacher: str = "reuse",
         teacher_jit_compile: str | bool = "auto",
+        teacher_dtype: str | None = None,
         hints: list | None = None,
         name: str = "distiller",
         **kwargs,
@@ -560,6 +570,14 @@ class Distiller(keras.Model):
         self.soft_weight = validate_soft_weight(soft_weight)
         self.validation_teacher = validate_validation_teacher(validation_teacher)
         self.teacher_jit_compile = validate_teacher_jit_compile(teacher_jit_compile)
+        self.teacher_dtype = validate_teacher_dtype(teacher_dtype)
+        if teacher_dtype is not None and teacher is None:
+            raise ValueError(
+                f"`teacher_dtype={teacher_dtype!r}` sets the precision of the teacher's "
+                "inference, but this Distiller has no teacher (its batches carry cached "
+                "outputs). Drop `teacher_dtype`, or pass `teacher=`; a cache is built "
+                "at lower precision with build_teacher_cache(..., teacher_dtype=...)."
+            )
         # Built on first use: the teacher's compiled inference, and (for
         # validation_teacher="reuse") its remembered validation outputs with
         # the state of the teacher they were computed for.
@@ -807,7 +825,8 @@ class Distiller(keras.Model):
         """The teacher's inference in its own tf.function (see `teacher_jit_compile`)."""
         teacher = self.teacher
         # An id, not the model: Keras would track another reference as a layer.
-        if self._teacher_inference is None or self._teacher_inference_of != id(teacher):
+        key = (id(teacher), self.teacher_dtype)
+        if self._teacher_inference is None or self._teacher_inference_of != key:
             if hasattr(teacher, "logits_at_temperature"):
 
                 def forward(x):
@@ -823,9 +842,10 @@ class Distiller(keras.Model):
                     return teacher(x, training=False)
 
             self._teacher_inference = TeacherInference(
-                forward, jit_compile=self.teacher_jit_compile
+                forward_in(forward, teacher, self.teacher_dtype),
+                jit_compile=self.teacher_jit_compile,
             )
-            self._teacher_inference_of = id(teacher)
+            self._teacher_inference_of = key
         return self._teacher_inference
 
     def _soft_term(self, teacher_logits, student_logits):
@@ -1267,6 +1287,7 @@ class Distiller(keras.Model):
             "distillation_loss": _serialize_distillation_loss(self.distillation_loss),
             "validation_teacher": self.validation_teacher,
             "teacher_jit_compile": self.teacher_jit_compile,
+            "teacher_dtype": self.teacher_dtype,
             "hints": [keras.saving.serialize_keras_object(h) for h in self.hints],
             "trainable": self.trainable,
             "dtype": keras.saving.serialize_keras_object(self.dtype_policy),

@@ -1,0 +1,231 @@
+"""A teacher's inference in bfloat16 or float16, on its own float32 weights.
+
+The teacher only runs forward, and its outputs are soft targets: a few
+significant digits are all the student can use. `teacher_dtype="bfloat16"`
+(on `keras_kd.Distiller` and `keras_kd.cache.build_teacher_cache`) runs its
+forward pass in that precision, where the hardware computes it faster:
+Intel CPUs with AMX (Sapphire Rapids and later) and GPUs with tensor cores.
+
+Decisions, documented here once:
+
+- **The teacher's own weights, not a copy.** While a forward pass runs (or
+  is traced into a `tf.function`), each layer of the teacher that computes
+  in float32 is given the matching mixed policy (`"mixed_bfloat16"` or
+  `"mixed_float16"`): its variables stay float32 and are cast as they are
+  read, the arithmetic is in the lower precision. The policies are put back
+  when the pass ends, even on error. So the teacher costs no second copy in
+  memory (a language-model teacher may not fit twice), a copy can never hold
+  stale weights, and functional, Sequential and subclassed teachers,
+  ensembles and hint extractors all work the same way. The one thing to
+  know: a call of the teacher from another thread *during* such a pass
+  would compute in the lower precision too.
+- **What stays float32.** Layers that produce the model's outputs (for a
+  functional or Sequential model, followed back through nested models and
+  plain operations such as `keras.ops.take`), so that logits are not
+  rounded to 8 significant bits; layers built with another policy (a
+  teacher already built under a mixed policy, quantized layers, a
+  `DTypePolicyMap`); and everything outside the teacher. The outputs are
+  returned as float32.
+- **Not a default.** It changes the soft targets by rounding (measured in
+  `benchmarks/RESULTS.md`), and is slower where the hardware has no fast
+  lower-precision arithmetic, so it is asked for, never chosen silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import keras
+import tensorflow as tf
+
+# Values of `teacher_dtype`: None leaves the teacher as built.
+TEACHER_DTYPES = (None, "bfloat16", "float16")
+
+
+def validate_teacher_dtype(value, option: str = "teacher_dtype") -> str | None:
+    """Returns `value` if it is one of `TEACHER_DTYPES`, else raises.
+
+    Args:
+        value: The `teacher_dtype` setting.
+        option: The setting's name, for the message.
+
+    Returns:
+        `value`, unchanged.
+
+    Raises:
+        ValueError: for anything else (a Keras policy name such as
+            `"mixed_bfloat16"` is named with its fix).
+
+    Example:
+
+    >>> validate_teacher_dtype("bfloat16")
+    'bfloat16'
+    """
+    if value is None or (isinstance(value, str) and value in TEACHER_DTYPES):
+        return value
+    hint = ""
+    if isinstance(value, str) and value.startswith("mixed_"):
+        hint = (
+            f" Pass {value[len('mixed_'):]!r}: the teacher's weights always stay "
+            "float32 (a mixed policy is what it uses)."
+        )
+    elif value == "float32":
+        hint = " Pass None for float32: the teacher then computes as it was built."
+    raise ValueError(
+        f"`{option}` must be None, 'bfloat16' or 'float16' (the precision of the "
+        f"teacher's arithmetic), got {value!r}.{hint}"
+    )
+
+
+def _is_plain_float32(layer) -> bool:
+    policy = getattr(layer, "_dtype_policy", None)
+    if not isinstance(policy, keras.DTypePolicy) or isinstance(
+        policy, keras.dtype_policies.DTypePolicyMap
+    ):
+        return False
+    return (
+        policy.quantization_mode is None
+        and policy.compute_dtype == "float32"
+        and policy.variable_dtype == "float32"
+    )
+
+
+def output_layers(model) -> list:
+    """The layers whose outputs are `model`'s outputs.
+
+    Followed back through nested functional and Sequential models and through
+    operations that are not layers (`keras.ops.take`, say); for a
+    `keras_kd.TeacherEnsemble`, those of each member. A subclassed model has no
+    graph to follow: the answer is then empty.
+
+    Args:
+        model: A `keras.Model` (or layer).
+
+    Returns:
+        The layers, each once.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...                           keras.layers.Dense(3, name="logits")])
+    >>> [layer.name for layer in output_layers(model)]
+    ['logits']
+    """
+    found: dict[int, object] = {}
+    seen: set[int] = set()
+
+    def visit(tensor) -> None:
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return
+        operation, node_index, tensor_index = history
+        key = (id(operation), node_index, tensor_index)
+        if key in seen:
+            return
+        seen.add(key)
+        nested = _graph_outputs(operation)
+        if nested is not None:
+            visit(nested[tensor_index])
+        elif isinstance(operation, keras.layers.InputLayer):
+            return
+        elif isinstance(operation, keras.Layer):
+            found.setdefault(id(operation), operation)
+        else:  # an operation without weights: look at what it was given
+            node = operation._inbound_nodes[node_index]
+            for parent in node.input_tensors:
+                visit(parent)
+
+    for member in [model, *getattr(model, "members", ())]:
+        for tensor in _graph_outputs(member) or []:
+            visit(tensor)
+    return list(found.values())
+
+
+def _graph_outputs(model) -> list | None:
+    """A functional or Sequential model's output tensors, else None."""
+    if not isinstance(model, keras.Model):
+        return None
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    return None if outputs is None else tf.nest.flatten(outputs)
+
+
+@contextlib.contextmanager
+def computing_in(model, dtype: str | None) -> Iterator[None]:
+    """Within the block, `model` computes in `dtype` (see the module docstring).
+
+    Args:
+        model: The teacher (a `keras.Model`, a `keras_kd.TeacherEnsemble`, any
+            layer).
+        dtype: `"bfloat16"`, `"float16"` or `None` (nothing changes).
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
+    ...                           keras.layers.Dense(3)])
+    >>> with computing_in(model, "bfloat16"):
+    ...     hidden = model.layers[0].compute_dtype
+    >>> hidden, model.layers[0].compute_dtype
+    ('bfloat16', 'float32')
+    """
+    if dtype is None:
+        yield
+        return
+    policy = keras.DTypePolicy(f"mixed_{validate_teacher_dtype(dtype)}")
+    kept = {id(layer) for layer in output_layers(model)}
+    changed = [
+        (layer, layer._dtype_policy)
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if id(layer) not in kept and _is_plain_float32(layer)
+    ]
+    try:
+        for layer, _ in changed:
+            layer._dtype_policy = policy
+        yield
+    finally:
+        for layer, original in changed:
+            layer._dtype_policy = original
+
+
+def forward_in(forward: Callable, model, dtype: str | None) -> Callable:
+    """`forward`, run with `model` computing in `dtype`, its outputs as float32.
+
+    Args:
+        forward: `forward(inputs) -> outputs` (a tensor or a list of them),
+            which calls `model`.
+        model: The model whose precision changes during the call.
+        dtype: `"bfloat16"`, `"float16"` or `None` (`forward` is returned as is).
+
+    Returns:
+        The wrapped callable.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> fast = forward_in(lambda x: model(x, training=False), model, "bfloat16")
+    >>> fast(tf.ones((2, 4))).dtype.name
+    'float32'
+    """
+    if dtype is None:
+        return forward
+
+    def run(inputs):
+        with computing_in(model, dtype):
+            outputs = forward(inputs)
+        return tf.nest.map_structure(
+            lambda t: tf.cast(t, tf.float32) if t.dtype.is_floating else t, outputs
+        )
+
+    return run
+
+
+__all__ = [
+    "TEACHER_DTYPES",
+    "computing_in",
+    "forward_in",
+    "output_layers",
+    "validate_teacher_dtype",
+]

@@ -1,0 +1,192 @@
+"""The teacher's inference in lower precision: `teacher_dtype=` and `keras_kd.teacher_precision`."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import assert_two_replicas_train_as_one, blobs, conv_teacher, small_mlp
+
+from keras_kd import Distiller, Hint, TeacherEnsemble, cache, losses
+from keras_kd.teacher_precision import computing_in, forward_in, output_layers
+
+
+def nested_teacher(seed=3):
+    """A functional teacher around a nested functional backbone, ending in an op."""
+    keras.utils.set_random_seed(seed)
+    inner_in = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(inner_in)
+    backbone = keras.Model(inner_in, keras.layers.Dense(5, name="head")(hidden), name="backbone")
+    inputs = keras.Input((8,))
+    outputs = keras.ops.take(backbone(keras.layers.Dense(8, name="stem")(inputs)), [0, 2, 4], axis=-1)
+    return keras.Model(inputs, outputs, name="teacher")
+
+
+def policies(model):
+    return {layer.name: layer.dtype_policy.name for layer in model._flatten_layers()}
+
+
+def test_output_layers_follow_nested_models_and_operations():
+    assert [layer.name for layer in output_layers(nested_teacher())] == ["head"]
+    sequential = small_mlp(4, 0)
+    assert output_layers(sequential) == [sequential.layers[-1]]
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    model = Subclassed()
+    model(np.zeros((1, 8), "float32"))
+    assert output_layers(model) == []
+
+
+def test_inside_the_block_hidden_layers_compute_lower_and_everything_is_restored():
+    teacher = nested_teacher()
+    before = policies(teacher)
+    with computing_in(teacher, "bfloat16"):
+        inside = policies(teacher)
+    assert policies(teacher) == before == {name: "float32" for name in before}
+    assert inside["hidden"] == inside["stem"] == "mixed_bfloat16"
+    assert inside["head"] == "float32"  # produces the output: kept
+    with pytest.raises(RuntimeError), computing_in(teacher, "float16"):
+        raise RuntimeError("a failing pass")
+    assert policies(teacher) == before
+
+
+def test_layers_of_another_policy_are_left_alone():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8,))
+    half = keras.layers.Dense(4, dtype="mixed_float16", name="half")(inputs)
+    teacher = keras.Model(inputs, keras.layers.Dense(3, name="out")(half))
+    with computing_in(teacher, "bfloat16"):
+        assert teacher.get_layer("half").dtype_policy.name == "mixed_float16"
+
+
+def test_the_pass_computes_in_bfloat16_on_float32_weights_and_returns_float32():
+    teacher = nested_teacher()
+    x = blobs(64, np.random.default_rng(0))[0]
+    exact = teacher(x).numpy()
+    fast = tf.function(forward_in(lambda b: teacher(b, training=False), teacher, "bfloat16"))
+    low = fast(x)
+    assert low.dtype == tf.float32
+    assert {w.dtype for w in teacher.weights} == {"float32"}
+    error = np.abs(low.numpy() - exact).max()
+    # bfloat16 keeps 8 significant bits: rounded, not equal, and close.
+    assert 0 < error < 0.05 * np.abs(exact).max()
+    np.testing.assert_array_equal(teacher(x).numpy(), exact)  # the teacher is as before
+
+
+def distiller(teacher, student, teacher_dtype=None, **kwargs):
+    model = Distiller(student=student, teacher=teacher, temperature=3.0, soft_weight=0.7,
+                      teacher_dtype=teacher_dtype, **kwargs)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), metrics=["accuracy"])
+    return model
+
+
+def test_evaluate_logs_the_soft_loss_of_the_bfloat16_teacher():
+    """One batch by hand: the logged soft loss is T^2 KL from the rounded teacher."""
+    teacher, student = nested_teacher(), small_mlp(8, 2)
+    x, y = blobs(32, np.random.default_rng(1))
+    logs = {}
+    for dtype in (None, "bfloat16"):
+        logs[dtype] = distiller(teacher, student, dtype).evaluate(
+            x, y, batch_size=32, verbose=0, return_dict=True
+        )
+    rounded = forward_in(lambda b: teacher(b, training=False), teacher, "bfloat16")(x)
+    by_hand = float(tf.reduce_mean(losses.tempered_kl(rounded, student(x), 3.0)))
+    np.testing.assert_allclose(logs["bfloat16"]["soft_loss"], by_hand, rtol=1e-5)
+    assert logs["bfloat16"]["soft_loss"] != logs[None]["soft_loss"]
+    np.testing.assert_allclose(logs["bfloat16"]["soft_loss"], logs[None]["soft_loss"], rtol=0.05)
+    assert logs["bfloat16"]["hard_loss"] == pytest.approx(logs[None]["hard_loss"], rel=1e-6)
+
+
+def test_fit_trains_the_student_in_its_own_precision_and_restores_the_teacher():
+    teacher = conv_teacher()
+    x, y = blobs(64, np.random.default_rng(0))
+    results = {}
+    for dtype in (None, "bfloat16"):
+        student = small_mlp(8, 2)
+        history = distiller(teacher, student, dtype).fit(
+            x, y, batch_size=16, epochs=2, shuffle=False, verbose=0
+        )
+        results[dtype] = student.get_weights(), history.history["loss"]
+        assert {w.dtype for w in student.weights} == {"float32"}
+        assert set(policies(teacher).values()) == {"float32"}
+    (exact, exact_loss), (rounded, rounded_loss) = results[None], results["bfloat16"]
+    assert any(not np.array_equal(a, b) for a, b in zip(exact, rounded, strict=True))
+    for a, b in zip(exact, rounded, strict=True):
+        np.testing.assert_allclose(a, b, atol=0.02)
+    np.testing.assert_allclose(exact_loss, rounded_loss, rtol=0.02)
+
+
+def test_two_replicas_train_as_one_with_a_bfloat16_teacher():
+    x, y = blobs(64, np.random.default_rng(3))
+    assert_two_replicas_train_as_one(
+        lambda: (conv_teacher(), small_mlp(8, 2)),
+        lambda teacher, student: distiller(teacher, student, "bfloat16"),
+        (x, y),
+        log_keys=["loss", "soft_loss", "hard_loss"],
+        epochs=2,
+    )
+
+
+def test_hints_and_ensembles_run_at_the_lower_precision():
+    x, y = blobs(32, np.random.default_rng(2))
+    teacher, student = nested_teacher(), small_mlp(8, 2)
+    hint = Hint(student.layers[0].name, "stem")
+    logs = distiller(teacher, student, "bfloat16", hints=[hint]).fit(
+        x, y, batch_size=16, epochs=1, verbose=0
+    ).history
+    assert np.isfinite(logs[hint.log_name]).all()
+    ensemble = TeacherEnsemble([conv_teacher(1), conv_teacher(2)])
+    assert [layer.name for layer in output_layers(ensemble)] == [
+        m.layers[-1].name for m in ensemble.members
+    ]
+    logs = distiller(ensemble, small_mlp(8, 2), "bfloat16").fit(
+        x, y, batch_size=16, epochs=1, verbose=0
+    ).history
+    assert np.isfinite(logs["soft_loss"]).all()
+
+
+def test_a_cache_built_in_bfloat16_is_close_and_is_not_taken_for_a_float32_one(tmp_path):
+    teacher = nested_teacher()
+    x = blobs(40, np.random.default_rng(4))[0]
+    exact = cache.build_teacher_cache(teacher, x, tmp_path / "a", dtype="float32", verbose=False)
+    rounded = cache.build_teacher_cache(
+        teacher, x, tmp_path / "b", dtype="float32", teacher_dtype="bfloat16", verbose=False
+    )
+    error = np.abs(rounded.logits() - exact.logits()).max()
+    assert 0 < error < 0.05 * np.abs(exact.logits()).max()
+    assert rounded.manifest["content"]["teacher_dtype"] == "bfloat16"
+    assert "teacher_dtype" not in exact.manifest["content"]  # the layout of earlier versions
+    again = cache.build_teacher_cache(teacher, x, tmp_path / "b", dtype="float32", verbose=False)
+    np.testing.assert_array_equal(again.logits(), exact.logits())  # rebuilt in float32
+
+
+@pytest.mark.parametrize(
+    ("value", "fix"),
+    [("mixed_bfloat16", "Pass 'bfloat16'"), ("float32", "Pass None"), (16, "got 16")],
+)
+def test_bad_values_are_named_with_their_fix(value, fix):
+    with pytest.raises(ValueError, match=f"`teacher_dtype` must be None.*{fix}"):
+        Distiller(student=small_mlp(4, 0), teacher=conv_teacher(), teacher_dtype=value)
+    with pytest.raises(ValueError, match=fix):
+        cache.build_teacher_cache(conv_teacher(), np.zeros((4, 8), "float32"), "unused",
+                                  teacher_dtype=value)
+
+
+def test_a_teacherless_distiller_refuses_a_teacher_dtype():
+    with pytest.raises(ValueError, match="has no teacher.*build_teacher_cache"):
+        Distiller(student=small_mlp(4, 0), teacher=None, teacher_dtype="bfloat16")
+
+
+def test_the_setting_is_saved_with_the_distiller(tmp_path):
+    model = distiller(conv_teacher(), small_mlp(8, 2), "float16")
+    model.fit(*blobs(16, np.random.default_rng(0)), epochs=1, verbose=0)
+    model.save(tmp_path / "d.keras")
+    loaded = keras.models.load_model(tmp_path / "d.keras")
+    assert loaded.teacher_dtype == "float16"
+    assert model.get_config()["teacher_dtype"] == "float16"
