@@ -570,7 +570,7 @@ class Distiller(keras.Model):
         self.soft_weight = validate_soft_weight(soft_weight)
         self.validation_teacher = validate_validation_teacher(validation_teacher)
         self.teacher_jit_compile = validate_teacher_jit_compile(teacher_jit_compile)
-        self.teacher_dtype = validate_teacher_dtype(teacher_dtype)
+        self._teacher_dtype = validate_teacher_dtype(teacher_dtype)
         if teacher_dtype is not None and teacher is None:
             raise ValueError(
                 f"`teacher_dtype={teacher_dtype!r}` sets the precision of the teacher's "
@@ -801,6 +801,12 @@ class Distiller(keras.Model):
             return bool(self.jit_compile)
         except AttributeError:  # not compiled yet
             return False
+
+    @property
+    def teacher_dtype(self) -> str | None:
+        """The precision of the teacher's arithmetic (`teacher_dtype=`; set only
+        at construction: the compiled steps are traced with it)."""
+        return self._teacher_dtype
 
     @property
     def teacher_uses_xla(self) -> bool | None:
@@ -1172,7 +1178,12 @@ class Distiller(keras.Model):
             with self.distribute_strategy.scope():
                 self._validation_memory = TeacherOutputMemory(classes)
             self.test_function = None  # traced without the memory: trace again
-        state = (id(self.teacher), float(self.temperature), weights_digest(self.teacher))
+        state = (
+            id(self.teacher),
+            float(self.temperature),
+            self.teacher_dtype,
+            weights_digest(self.teacher),
+        )
         if state != self._validation_memory_state:
             self._validation_memory.clear()
             self._validation_memory_state = state
@@ -1276,11 +1287,7 @@ class Distiller(keras.Model):
         return {
             "name": self.name,
             "student": keras.saving.serialize_keras_object(self.student),
-            "teacher": (
-                None
-                if self.teacher is None
-                else keras.saving.serialize_keras_object(self.teacher)
-            ),
+            "teacher": None if self.teacher is None else teacher_config(self.teacher),
             "temperature": self.temperature,
             "soft_weight": self.soft_weight,
             "teacher_outputs": self.teacher_outputs,
@@ -1315,6 +1322,26 @@ class Distiller(keras.Model):
             for h in config.get("hints", [])
         ]
         return cls(student=student, teacher=teacher, **config)
+
+
+def teacher_config(teacher) -> dict:
+    """A teacher's Keras config without its `compile()` settings.
+
+    A teacher is not trained where it is saved (in a `Distiller`, in a
+    `TeacherEnsemble`): reloaded compiled, it would get a new optimizer
+    without slots, and Keras would warn on every `load_model` that it skips
+    the saved optimizer's variables. Compile it again to train it further.
+
+    Args:
+        teacher: A `keras.Model` (or `keras_kd.TeacherEnsemble`).
+
+    Returns:
+        `keras.saving.serialize_keras_object(teacher)` without
+        `"compile_config"`.
+    """
+    config = keras.saving.serialize_keras_object(teacher)
+    config.pop("compile_config", None)
+    return config
 
 
 def _serialize_distillation_loss(loss):

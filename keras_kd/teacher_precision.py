@@ -14,18 +14,31 @@ Decisions, documented here once:
   `"mixed_float16"`): its variables stay float32 and are cast as they are
   read, the arithmetic is in the lower precision. The policies are put back
   when the pass ends, even on error. So the teacher costs no second copy in
-  memory (a language-model teacher may not fit twice), a copy can never hold
-  stale weights, and functional, Sequential and subclassed teachers,
-  ensembles and hint extractors all work the same way. The one thing to
-  know: a call of the teacher from another thread *during* such a pass
-  would compute in the lower precision too.
-- **What stays float32.** Layers that produce the model's outputs (for a
-  functional or Sequential model, followed back through nested models and
-  plain operations such as `keras.ops.take`), so that logits are not
-  rounded to 8 significant bits; layers built with another policy (a
-  teacher already built under a mixed policy, quantized layers, a
-  `DTypePolicyMap`); and everything outside the teacher. The outputs are
-  returned as float32.
+  memory (a language-model teacher may not fit twice) and a copy can never
+  hold stale weights. A call of the teacher from another thread *during*
+  such a pass would compute in the lower precision too; the replicas of a
+  `tf.distribute` strategy trace one at a time, so they do not.
+- **What stays float32.**
+  - The layers that compute the model's outputs: for a functional or
+    Sequential model, followed back from each output through nested models,
+    operations (`keras.ops.take`) and layers without weights (an
+    `Activation("softmax")`) to the first layer with weights, and every
+    sublayer of those (`TimeDistributed(Dense)`). So logits are not rounded
+    to 8 significant bits. A subclassed model has no graph to follow: its
+    last layer computes in the lower precision, with a warning.
+  - Models themselves (so that inputs enter as given) and Keras'
+    preprocessing layers (`Normalization` keeps float32 statistics; raw
+    features such as a year, 2026, would be rounded to 2024 in bfloat16).
+  - A teacher that already computes in float16 or bfloat16 somewhere (built
+    under a mixed policy, whose float32 layers were chosen to be float32):
+    it is left as built, with a warning.
+  The outputs are returned as float32.
+- **A built teacher only.** Building a layer inside the pass would create
+  its sublayers (`MultiHeadAttention`'s projections) at the lower precision
+  for good, so an unbuilt teacher is a `ValueError` naming the fix.
+- **float16** overflows above 65504: a teacher whose activations exceed it
+  gives Inf, which the `Distiller`'s checks report as the teacher's
+  non-finite outputs. bfloat16 has float32's range.
 - **Not a default.** It changes the soft targets by rounding (measured in
   `benchmarks/RESULTS.md`), and is slower where the hardware has no fast
   lower-precision arithmetic, so it is asked for, never chosen silently.
@@ -34,6 +47,7 @@ Decisions, documented here once:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Iterator
 
 import keras
@@ -92,12 +106,13 @@ def _is_plain_float32(layer) -> bool:
 
 
 def output_layers(model) -> list:
-    """The layers whose outputs are `model`'s outputs.
+    """The layers that compute `model`'s outputs, and their sublayers.
 
-    Followed back through nested functional and Sequential models and through
-    operations that are not layers (`keras.ops.take`, say); for a
-    `keras_kd.TeacherEnsemble`, those of each member. A subclassed model has no
-    graph to follow: the answer is then empty.
+    Followed back from each output through nested functional and Sequential
+    models, operations that are not layers (`keras.ops.take`, say) and layers
+    without weights (an `Activation`), to the first layer with weights; for a
+    `keras_kd.TeacherEnsemble`, those of each member. A subclassed model has
+    no graph to follow: the answer is then empty.
 
     Args:
         model: A `keras.Model` (or layer).
@@ -108,12 +123,17 @@ def output_layers(model) -> list:
     Example:
 
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8),
-    ...                           keras.layers.Dense(3, name="logits")])
-    >>> [layer.name for layer in output_layers(model)]
-    ['logits']
+    ...                           keras.layers.Dense(3, name="logits"),
+    ...                           keras.layers.Softmax(name="probabilities")])
+    >>> sorted(layer.name for layer in output_layers(model))
+    ['logits', 'probabilities']
     """
     found: dict[int, object] = {}
-    seen: set[int] = set()
+    seen: set[tuple] = set()
+
+    def keep(layer) -> None:
+        for sublayer in layer._flatten_layers(include_self=True, recursive=True):
+            found.setdefault(id(sublayer), sublayer)
 
     def visit(tensor) -> None:
         history = getattr(tensor, "_keras_history", None)
@@ -124,25 +144,26 @@ def output_layers(model) -> list:
         if key in seen:
             return
         seen.add(key)
-        nested = _graph_outputs(operation)
+        nested = _model_outputs(operation)
         if nested is not None:
             visit(nested[tensor_index])
-        elif isinstance(operation, keras.layers.InputLayer):
             return
-        elif isinstance(operation, keras.Layer):
-            found.setdefault(id(operation), operation)
-        else:  # an operation without weights: look at what it was given
-            node = operation._inbound_nodes[node_index]
-            for parent in node.input_tensors:
-                visit(parent)
+        if isinstance(operation, keras.layers.InputLayer):
+            return
+        if isinstance(operation, keras.Layer):
+            keep(operation)
+            if operation.weights:
+                return  # it computes the output
+        for parent in operation._inbound_nodes[node_index].input_tensors:
+            visit(parent)
 
     for member in [model, *getattr(model, "members", ())]:
-        for tensor in _graph_outputs(member) or []:
+        for tensor in _model_outputs(member) or []:
             visit(tensor)
     return list(found.values())
 
 
-def _graph_outputs(model) -> list | None:
+def _model_outputs(model) -> list | None:
     """A functional or Sequential model's output tensors, else None."""
     if not isinstance(model, keras.Model):
         return None
@@ -153,14 +174,41 @@ def _graph_outputs(model) -> list | None:
     return None if outputs is None else tf.nest.flatten(outputs)
 
 
+def _lower_precision_layers(layers) -> list[str]:
+    """Names of layers that compute in float16 or bfloat16 already."""
+    return [
+        layer.name
+        for layer in layers
+        if getattr(layer, "compute_dtype", None) in ("float16", "bfloat16")
+    ]
+
+
+def _never_switched(layer) -> bool:
+    """Models (inputs enter as given) and Keras' preprocessing layers."""
+    return isinstance(layer, keras.Model) or type(layer).__module__.startswith(
+        "keras.src.layers.preprocessing"
+    )
+
+
+def _models_of(model) -> list:
+    return [model, *getattr(model, "members", ())]
+
+
 @contextlib.contextmanager
 def computing_in(model, dtype: str | None) -> Iterator[None]:
     """Within the block, `model` computes in `dtype` (see the module docstring).
 
     Args:
         model: The teacher (a `keras.Model`, a `keras_kd.TeacherEnsemble`, any
-            layer).
+            layer), built.
         dtype: `"bfloat16"`, `"float16"` or `None` (nothing changes).
+
+    Yields:
+        Nothing: the block runs with the policies changed; they are restored
+        when it ends.
+
+    Raises:
+        ValueError: for another `dtype`, or a teacher that is not built.
 
     Example:
 
@@ -175,11 +223,37 @@ def computing_in(model, dtype: str | None) -> Iterator[None]:
         yield
         return
     policy = keras.DTypePolicy(f"mixed_{validate_teacher_dtype(dtype)}")
-    kept = {id(layer) for layer in output_layers(model)}
+    unbuilt = [m.name for m in _models_of(model) if not m.built]
+    if unbuilt:
+        raise ValueError(
+            f"teacher_dtype={dtype!r} needs a built teacher, but {unbuilt} is not "
+            "built: layers built during a lower-precision pass would keep its "
+            "precision. Call the teacher once on a batch (teacher(x[:1])) first."
+        )
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    already = _lower_precision_layers(layers)
+    if already:
+        warnings.warn(
+            f"teacher_dtype={dtype!r}: the teacher already computes in a lower "
+            f"precision in {len(already)} layers ({already[:3]}...), so it was built "
+            "under a mixed policy; it runs as built.",
+            stacklevel=3,
+        )
+        yield
+        return
+    kept = output_layers(model)
+    if not kept:
+        warnings.warn(
+            f"teacher_dtype={dtype!r}: the teacher is not a functional or Sequential "
+            "model, so its output layers cannot be found and also compute in "
+            f"{dtype} (its outputs are rounded to {dtype}'s precision).",
+            stacklevel=3,
+        )
+    kept_ids = {id(layer) for layer in kept}
     changed = [
         (layer, layer._dtype_policy)
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if id(layer) not in kept and _is_plain_float32(layer)
+        for layer in layers
+        if id(layer) not in kept_ids and not _never_switched(layer) and _is_plain_float32(layer)
     ]
     try:
         for layer, _ in changed:

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_kd import losses as kd_losses
-from keras_kd.distiller import ends_in_softmax
+from keras_kd.distiller import ends_in_softmax, teacher_config
 
 ENSEMBLE_MEANS = ("geometric", "arithmetic")
 
@@ -382,7 +382,7 @@ class TeacherEnsemble(keras.Model):
         return {
             "name": self.name,
             "mean": self.mean,
-            "models": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "models": [teacher_config(m) for m in self.members],
         }
 
     @classmethod

@@ -1,5 +1,7 @@
 """The Distiller: its updates, its logs, distribution, saving and errors."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -241,6 +243,24 @@ def test_config_round_trip_and_keras_file(tmp_path):
     before = loaded.evaluate(x, y, verbose=0, return_dict=True)
     np.testing.assert_allclose(before["loss"], distiller.evaluate(x, y, verbose=0, return_dict=True)["loss"], rtol=1e-5)
     loaded.fit(x, y, batch_size=16, verbose=0)  # compiled state came back too
+
+
+def test_a_distiller_with_a_trained_compiled_teacher_reloads_quietly(tmp_path):
+    """The teacher's own compile settings are not saved: reloading used to warn
+    that Keras skipped the teacher's optimizer variables."""
+    teacher, student = _mlp(16, 1, "teacher"), _mlp(8, 2, "student")
+    x, y = _data(32)
+    teacher.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    teacher.fit(x, y, verbose=0)
+    distiller = _distiller(teacher, student)
+    distiller.fit(x, y, batch_size=16, verbose=0)
+    distiller.save(tmp_path / "distiller.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = keras.models.load_model(tmp_path / "distiller.keras")
+    np.testing.assert_allclose(loaded.teacher(x), teacher(x), atol=1e-6)
+    for mine, saved in zip(loaded.optimizer.variables, distiller.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(mine, saved)  # the student's optimizer state is back
 
 
 def test_student_saves_alone_without_the_teacher(tmp_path):

@@ -56,13 +56,69 @@ def test_inside_the_block_hidden_layers_compute_lower_and_everything_is_restored
     assert policies(teacher) == before
 
 
-def test_layers_of_another_policy_are_left_alone():
+def test_a_teacher_built_under_a_mixed_policy_runs_as_built():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((8,))
     half = keras.layers.Dense(4, dtype="mixed_float16", name="half")(inputs)
-    teacher = keras.Model(inputs, keras.layers.Dense(3, name="out")(half))
+    hidden = keras.layers.Dense(4, name="chosen_float32")(half)
+    teacher = keras.Model(inputs, keras.layers.Dense(3, name="out")(hidden))
+    before = policies(teacher)
+    with pytest.warns(UserWarning, match="built under a mixed policy; it runs as built"):
+        with computing_in(teacher, "bfloat16"):
+            assert policies(teacher) == before
+
+
+def test_output_layers_walk_past_layers_without_weights_and_keep_sublayers():
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([
+        keras.Input((5, 8)),
+        keras.layers.Dense(16, name="hidden"),
+        keras.layers.TimeDistributed(keras.layers.Dense(3, name="inner"), name="frames"),
+        keras.layers.Activation("softmax", name="probabilities"),
+    ])
     with computing_in(teacher, "bfloat16"):
-        assert teacher.get_layer("half").dtype_policy.name == "mixed_float16"
+        inside = policies(teacher)
+    assert inside["hidden"] == "mixed_bfloat16"
+    assert inside["frames"] == inside["inner"] == inside["probabilities"] == "float32"
+
+
+def test_models_and_preprocessing_layers_keep_float32():
+    """A raw feature such as a year would be rounded in bfloat16 (2026 -> 2024)."""
+    normalization = keras.layers.Normalization(name="norm")
+    normalization.adapt(np.array([[2000.0], [2030.0]], "float32"))
+    teacher = keras.Sequential([
+        keras.Input((1,)), normalization, keras.layers.Dense(4, name="hidden"),
+        keras.layers.Dense(2, name="out"),
+    ])
+    with computing_in(teacher, "bfloat16"):
+        inside = policies(teacher)
+    assert inside["norm"] == inside[teacher.name] == "float32"
+    assert inside["hidden"] == "mixed_bfloat16"
+
+
+def test_an_unbuilt_or_subclassed_teacher():
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden, self.out = keras.layers.Dense(4), keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    teacher = Subclassed()
+    with pytest.raises(ValueError, match=r"needs a built teacher.*teacher\(x\[:1\]\)"):
+        with computing_in(teacher, "bfloat16"):
+            pass
+    x = np.ones((2, 8), "float32")
+    teacher(x)
+    with pytest.warns(UserWarning, match="output layers cannot be found"):
+        outputs = forward_in(teacher, teacher, "bfloat16")(x)
+    assert bfloat16_exact(outputs)  # its last layer computed in bfloat16 too
+
+
+def bfloat16_exact(values) -> bool:
+    values = tf.convert_to_tensor(values)
+    return bool(tf.reduce_all(tf.cast(tf.cast(values, tf.bfloat16), tf.float32) == values))
 
 
 def test_the_pass_computes_in_bfloat16_on_float32_weights_and_returns_float32():
@@ -72,7 +128,8 @@ def test_the_pass_computes_in_bfloat16_on_float32_weights_and_returns_float32():
     fast = tf.function(forward_in(lambda b: teacher(b, training=False), teacher, "bfloat16"))
     low = fast(x)
     assert low.dtype == tf.float32
-    assert {w.dtype for w in teacher.weights} == {"float32"}
+    # The head ran in float32: its outputs carry more than bfloat16's 8 bits.
+    assert not bfloat16_exact(low)
     error = np.abs(low.numpy() - exact).max()
     # bfloat16 keeps 8 significant bits: rounded, not equal, and close.
     assert 0 < error < 0.05 * np.abs(exact).max()
@@ -133,22 +190,45 @@ def test_two_replicas_train_as_one_with_a_bfloat16_teacher():
     )
 
 
+def test_under_two_replicas_the_logged_soft_loss_is_the_bfloat16_teachers():
+    from conftest import two_replicas
+
+    teacher, student = conv_teacher(), small_mlp(8, 2)
+    x, y = blobs(32, np.random.default_rng(5))
+    with two_replicas().scope():
+        model = distiller(teacher, student, "bfloat16")
+    logs = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    rounded = forward_in(lambda b: teacher(b, training=False), teacher, "bfloat16")(x)
+    by_hand = float(tf.reduce_mean(losses.tempered_kl(rounded, student(x), 3.0)))
+    exact = float(tf.reduce_mean(losses.tempered_kl(teacher(x), student(x), 3.0)))
+    assert by_hand != exact
+    np.testing.assert_allclose(logs["soft_loss"], by_hand, rtol=1e-5)
+
+
 def test_hints_and_ensembles_run_at_the_lower_precision():
     x, y = blobs(32, np.random.default_rng(2))
     teacher, student = nested_teacher(), small_mlp(8, 2)
     hint = Hint(student.layers[0].name, "stem")
-    logs = distiller(teacher, student, "bfloat16", hints=[hint]).fit(
-        x, y, batch_size=16, epochs=1, verbose=0
-    ).history
-    assert np.isfinite(logs[hint.log_name]).all()
+    hint_losses = {}
+    for dtype in (None, "bfloat16"):
+        hinted = distiller(teacher, student, dtype, hints=[hint])
+        hint_losses[dtype] = hinted.evaluate(x, y, verbose=0, return_dict=True)[hint.log_name]
+    assert hint_losses["bfloat16"] != hint_losses[None]
+    np.testing.assert_allclose(hint_losses["bfloat16"], hint_losses[None], rtol=0.05)
+    assert set(policies(teacher).values()) == {"float32"}
     ensemble = TeacherEnsemble([conv_teacher(1), conv_teacher(2)])
-    assert [layer.name for layer in output_layers(ensemble)] == [
+    assert {layer.name for layer in output_layers(ensemble)} == {
         m.layers[-1].name for m in ensemble.members
-    ]
-    logs = distiller(ensemble, small_mlp(8, 2), "bfloat16").fit(
-        x, y, batch_size=16, epochs=1, verbose=0
-    ).history
-    assert np.isfinite(logs["soft_loss"]).all()
+    }
+    soft = {}
+    for dtype in (None, "bfloat16"):
+        soft[dtype] = distiller(ensemble, small_mlp(8, 2), dtype).evaluate(
+            x, y, verbose=0, return_dict=True
+        )["soft_loss"]
+    assert soft["bfloat16"] != soft[None]
+    np.testing.assert_allclose(soft["bfloat16"], soft[None], rtol=0.05)
+    for member in ensemble.members:
+        assert set(policies(member).values()) == {"float32"}
 
 
 def test_a_cache_built_in_bfloat16_is_close_and_is_not_taken_for_a_float32_one(tmp_path):
@@ -190,3 +270,5 @@ def test_the_setting_is_saved_with_the_distiller(tmp_path):
     loaded = keras.models.load_model(tmp_path / "d.keras")
     assert loaded.teacher_dtype == "float16"
     assert model.get_config()["teacher_dtype"] == "float16"
+    with pytest.raises(AttributeError):  # the steps were traced with it
+        model.teacher_dtype = None
