@@ -472,8 +472,8 @@ def build_teacher_cache(
         if inference.uses_xla is False:
             # For "auto" on a CPU: the first batches tell whether XLA is faster.
             # A lower-precision teacher is not tried under XLA: XLA's CPU
-            # kernels do not use oneDNN's bfloat16 ones (a ResNet-50 ran 2.3x
-            # slower in bfloat16 with XLA than without, benchmarks/RESULTS.md).
+            # kernels do not use oneDNN's bfloat16 ones (a ResNet-50 in bfloat16
+            # ran 1.3x and 2.3x slower with XLA than without, benchmarks/RESULTS.md).
             tuner = _PassTuner(
                 batch_size, try_xla=inference.may_try_xla and teacher_dtype is None
             )
