@@ -87,6 +87,7 @@ MODES = ("steps", "online", "teacher-xla")
 STEP_KINDS = {
     "student": "scratch",
     "distill-online": "kd",
+    "distill-online-bfloat16": "kd",  # Distiller(teacher_dtype="bfloat16")
     "distill-cached": "cached",
     "distill-peer": "peer",
 }
@@ -236,7 +237,7 @@ def build(kind, args, setup):
         )
         imagenet_models.set_batchnorm(student, 0.99)
         teacher = None
-        if kind in ("distill-online", "distill-peer"):
+        if kind in ("distill-online", "distill-online-bfloat16", "distill-peer"):
             teacher = imagenet_models.application(
                 "resnet50", args.classes, args.image_size
             )
@@ -248,6 +249,9 @@ def build(kind, args, setup):
             temperature=TEMPERATURE,
             soft_weight=SOFT_WEIGHT,
             metrics=False,
+            distiller_options=(
+                {"teacher_dtype": "bfloat16"} if kind == "distill-online-bfloat16" else None
+            ),
         )
     rng = np.random.default_rng(0)
     batch = setup.global_batch_size
