@@ -162,12 +162,17 @@ def main(argv=None) -> int:
          "median_s": medians[name], "rounds_s": " ".join(f"{t:.2f}" for t in times[name])}
         for name in versions
     ]
+    compared = (
+        "" if args.teacher_dtype == "float32"
+        else f" (this checkout's teacher in {args.teacher_dtype}, the baseline's in float32)"
+    )
     notes = (
-        f"Speed-up (baseline median / this checkout's median): {ratio:.3f}x. "
+        f"Speed-up (baseline median / this checkout's median){compared}: {ratio:.3f}x. "
         f"Baseline package: {args.baseline}. Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"load average {os.getloadavg()[0]:.1f}."
     )
-    with RunFolder(Path(args.out) / args.teacher) as runs:
+    folder = args.teacher if args.teacher_dtype == "float32" else f"{args.teacher}-{args.teacher_dtype}"
+    with RunFolder(Path(args.out) / folder) as runs:
         runs.write_results(rows, title="Teacher-cache build time", notes=notes,
                            extra={"ratio": ratio})
     for row in rows:

@@ -12,6 +12,9 @@
    - `student`: the student (MobileNetV2) on hard labels alone;
    - `distill-online`: the `Distiller` with a ResNet-50 teacher forward pass in
      every step;
+   - `distill-online-bfloat16` (only when asked for in `--kinds`): the same with
+     `teacher_dtype="bfloat16"` (under a mixed `--precisions` the teacher is
+     already mixed, so the kind is skipped there);
    - `distill-cached`: the `Distiller` fed precomputed teacher logits (no teacher
      forward), the replay of `keras_kd.cache`;
    - `distill-peer`: `keras.distillation.Distiller` with the same teacher, configured
@@ -131,7 +134,10 @@ def parse_args(argv=None):
         help="'mirrored' uses every GPU (or every logical CPU)",
     )
     parser.add_argument(
-        "--kinds", nargs="+", default=list(STEP_KINDS), choices=STEP_KINDS
+        "--kinds", nargs="+", default=[k for k in STEP_KINDS if k != "distill-online-bfloat16"],
+        choices=STEP_KINDS,
+        help="distill-online-bfloat16 (not by default): the Distiller with "
+             "teacher_dtype='bfloat16', for --precisions float32",
     )
     parser.add_argument("--skip-pipeline", action="store_true")
     online = parser.add_argument_group("online mode")
@@ -274,14 +280,16 @@ def step_rows(args):
             )
             keras.backend.clear_session()
             models, warmup = {}, {}
-            for kind in args.kinds:
+            kinds = [k for k in args.kinds
+                     if k != "distill-online-bfloat16" or setup.precision == "float32"]
+            for kind in kinds:
                 model, dataset = models[kind] = build(kind, args, setup)
                 start = time.perf_counter()
                 model.fit(
                     dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0
                 )
                 warmup[kind] = time.perf_counter() - start
-            timings = {kind: [] for kind in args.kinds}
+            timings = {kind: [] for kind in kinds}
             for round_index in range(args.rounds):
                 for kind, (model, dataset) in models.items():
                     start, cpu_start = time.perf_counter(), time.process_time()
@@ -335,9 +343,8 @@ def teacher_xla_rows(args):
         forward = forward_in(
             lambda b: teacher(b, training=False), teacher, _teacher_dtype(dtype)
         )
-        label = "" if len(args.teacher_dtype) == 1 else f"{dtype}, "
-        passes[f"{label}without XLA"] = tf.function(forward)
-        passes[f"{label}with XLA"] = tf.function(forward, jit_compile=True)
+        passes[f"{dtype}, without XLA"] = tf.function(forward)
+        passes[f"{dtype}, with XLA"] = tf.function(forward, jit_compile=True)
     first_call = {}
     for name, run in passes.items():
         start = time.perf_counter()

@@ -88,6 +88,7 @@ def log_softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    started, load = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.getloadavg()[0]
     teacher = keras.models.load_model(args.teacher, compile=False)
     x, y = load_images(args, teacher)
     passes = {
@@ -132,9 +133,8 @@ def main(argv=None) -> int:
         f"KL(float32 || {args.dtype}) of the softmaxes at T = {args.temperature:g}: "
         f"mean {kl.mean():.2e}, largest {kl.max():.2e} nats; largest logit "
         f"difference {np.abs(exact - lower).max():.3g} (logits up to "
-        f"{np.abs(exact).max():.3g}). Started "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
-        f"{os.getloadavg()[0]:.1f}."
+        f"{np.abs(exact).max():.3g}). Started {started}, load average {load:.1f} "
+        f"(at the end: {os.getloadavg()[0]:.1f})."
     )
     with RunFolder(args.out) as folder:
         folder.write_results(rows, title="Teacher precision", notes=notes,

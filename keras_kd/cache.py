@@ -108,6 +108,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_kd import teacher_inference
 from keras_kd.batch import make_batch
 from keras_kd.cache_storage import (
     FORMAT,
@@ -123,7 +124,6 @@ from keras_kd.cache_storage import (
 )
 from keras_kd.distiller import ends_in_softmax
 from keras_kd.files import sha256_file
-from keras_kd import teacher_inference
 from keras_kd.teacher_inference import TeacherInference
 from keras_kd.teacher_precision import forward_in, validate_teacher_dtype
 from keras_kd.teachers import TeacherEnsemble, check_input_shape, combine_logits

@@ -493,8 +493,9 @@ class Distiller(keras.Model):
             and with its output layers kept float32 (see
             `keras_kd.teacher_precision`). The student's step keeps its own
             dtype policy. Faster where the hardware has fast lower-precision
-            arithmetic (a CPU with AMX, a GPU with tensor cores); the soft
-            targets then differ from float32 by rounding.
+            arithmetic (measured on a CPU with AMX; expected on a GPU with
+            tensor cores); the soft targets then differ from float32 by
+            rounding.
         hints: `keras_kd.Hint`s (FitNets): student layers trained to match
             teacher layers, each through a learned adapter when the shapes
             differ, its loss added with its weight and logged as
@@ -1309,7 +1310,7 @@ class Distiller(keras.Model):
         teacher = config.pop("teacher")
         if teacher is not None:
             teacher = keras.saving.deserialize_keras_object(
-                teacher, custom_objects=custom_objects
+                teacher_config(teacher), custom_objects=custom_objects
             )
         if "alpha" in config:  # saved by keras_kd 0.1, whose alpha was soft_weight
             config["soft_weight"] = config.pop("alpha")
@@ -1327,21 +1328,30 @@ class Distiller(keras.Model):
 def teacher_config(teacher) -> dict:
     """A teacher's Keras config without its `compile()` settings.
 
-    A teacher is not trained where it is saved (in a `Distiller`, in a
-    `TeacherEnsemble`): reloaded compiled, it would get a new optimizer
-    without slots, and Keras would warn on every `load_model` that it skips
-    the saved optimizer's variables. Compile it again to train it further.
+    A teacher is not trained where it is saved (in a `Distiller`, an ensemble):
+    reloaded compiled, it would get a new optimizer without slots, and Keras
+    would warn on every `load_model` that it skips the saved optimizer's
+    variables. Compile it again to train it further. The saved file still
+    holds the teacher's optimizer variables (Keras saves what the live model
+    has); they are not read back.
 
     Args:
-        teacher: A `keras.Model` (or `keras_kd.TeacherEnsemble`).
+        teacher: A `keras.Model` (or `keras_kd.TeacherEnsemble`), or a config
+            already serialized (as files of keras-kd 0.2 and earlier hold it).
 
     Returns:
-        `keras.saving.serialize_keras_object(teacher)` without
-        `"compile_config"`.
+        `keras.saving.serialize_keras_object(teacher)` (or the given config)
+        without `"compile_config"`.
+
+    Example:
+
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> teacher.compile("adam", "mse")
+    >>> "compile_config" in teacher_config(teacher)
+    False
     """
-    config = keras.saving.serialize_keras_object(teacher)
-    config.pop("compile_config", None)
-    return config
+    config = teacher if isinstance(teacher, dict) else keras.saving.serialize_keras_object(teacher)
+    return {key: value for key, value in config.items() if key != "compile_config"}
 
 
 def _serialize_distillation_loss(loss):

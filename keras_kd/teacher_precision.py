@@ -4,7 +4,9 @@ The teacher only runs forward, and its outputs are soft targets: a few
 significant digits are all the student can use. `teacher_dtype="bfloat16"`
 (on `keras_kd.Distiller` and `keras_kd.cache.build_teacher_cache`) runs its
 forward pass in that precision, where the hardware computes it faster:
-Intel CPUs with AMX (Sapphire Rapids and later) and GPUs with tensor cores.
+Intel CPUs with AMX (Sapphire Rapids and later; measured in
+`benchmarks/RESULTS.md`) and, expected but not measured here, GPUs with
+tensor cores.
 
 Decisions, documented here once:
 

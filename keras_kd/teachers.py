@@ -389,7 +389,9 @@ class TeacherEnsemble(keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         models = [
-            keras.saving.deserialize_keras_object(m, custom_objects=custom_objects)
+            keras.saving.deserialize_keras_object(
+                teacher_config(m), custom_objects=custom_objects
+            )
             for m in config.pop("models")
         ]
         return cls(models, **config)

@@ -261,6 +261,10 @@ def test_a_distiller_with_a_trained_compiled_teacher_reloads_quietly(tmp_path):
     np.testing.assert_allclose(loaded.teacher(x), teacher(x), atol=1e-6)
     for mine, saved in zip(loaded.optimizer.variables, distiller.optimizer.variables, strict=True):
         np.testing.assert_array_equal(mine, saved)  # the student's optimizer state is back
+    # A file of keras-kd 0.2 holds the teacher's compile settings: they are dropped.
+    old = {**distiller.get_config(), "teacher": keras.saving.serialize_keras_object(teacher)}
+    assert "compile_config" in old["teacher"]
+    assert getattr(Distiller.from_config(old).teacher, "optimizer", None) is None
 
 
 def test_student_saves_alone_without_the_teacher(tmp_path):

@@ -1,5 +1,7 @@
 """TeacherEnsemble: combination math against NumPy, validation, save/load, helpers."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -94,6 +96,23 @@ def test_save_and_load_as_one_artifact(members, x, tmp_path):
         loaded.logits_at_temperature(x, 4.0), ensemble.logits_at_temperature(x, 4.0), atol=1e-6
     )
     assert not loaded.trainable_weights  # members stay frozen
+
+
+def test_trained_compiled_members_reload_quietly(members, x, tmp_path):
+    """Members come back uncompiled: reloading used to warn that Keras skipped
+    their optimizers' variables (a TeacherEnsemble never trains them)."""
+    y = np.arange(len(x)) % CLASSES
+    for model, _, _ in members:
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.fit(x, y, verbose=0)
+    ensemble = TeacherEnsemble([m for m, _, _ in members], mean="arithmetic")
+    ensemble.save(tmp_path / "ensemble.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = keras.saving.load_model(tmp_path / "ensemble.keras")
+    np.testing.assert_allclose(
+        loaded.logits_at_temperature(x, 4.0), ensemble.logits_at_temperature(x, 4.0), atol=1e-6
+    )
 
 
 def test_rejects_members_that_cannot_be_combined(members):

@@ -11,8 +11,8 @@ Test perplexity is per token of this tokenizer, on files that no model saw.
 
 The whole experiment (seeds, resume, results table) is `keras-kd language-model`.
 
-    python examples/language_model/distill_lm.py --quick   # about a minute on 2 CPUs
-    python examples/language_model/distill_lm.py           # 10-20 minutes
+    python examples/language_model/distill_lm.py --quick   # a few minutes on 2 CPUs
+    python examples/language_model/distill_lm.py           # about half an hour
 """
 
 import argparse
@@ -77,6 +77,8 @@ def main():
 
     source = load_python_source(args.max_bytes, args.vocab_size, args.sequence_length)
     vocab = source.tokenizer.vocab_size
+    if not 1 <= args.top_k <= vocab:
+        parser.error(f"--top-k must be in [1, {vocab}] (the vocabulary), got {args.top_k}")
     (x, y), (x_test, y_test) = source.splits["train"], source.splits["test"]
     print(f"{source.tokens('train'):,} training tokens, {vocab} ids, "
           f"Python {source.python_version} library (digest {source.files_digest})")  # fmt: skip

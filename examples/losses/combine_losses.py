@@ -26,7 +26,8 @@ class SoftCosine(keras_kd.DistillationLoss):
 
     def __init__(self, temperature: float = 4.0, name: str | None = None):
         super().__init__(name=name)
-        self.temperature = temperature  # an ensemble teacher combines at it
+        # Validated like the built-in losses'; an ensemble teacher combines at it.
+        self.temperature = keras_kd.losses.validate_temperature(temperature)
 
     def call(self, teacher_logits, student_logits):
         p = keras.ops.softmax(teacher_logits / self.temperature, axis=-1)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from keras_kd.distiller import teacher_config
 from keras_kd.specialists.clustering import ConfusableSubsets, validate_subsets
 from keras_kd.specialists.combine import active_specialists, combine_distributions
 from keras_kd.specialists.folding import membership_matrix
@@ -120,10 +121,8 @@ class SpecialistEnsemble(keras.Model):
     def get_config(self):
         return {
             "name": self.name,
-            "generalist": keras.saving.serialize_keras_object(self.generalist),
-            "specialists": [
-                keras.saving.serialize_keras_object(s) for s in self.specialists
-            ],
+            "generalist": teacher_config(self.generalist),
+            "specialists": [teacher_config(s) for s in self.specialists],
             "subsets": self.subsets,
             "top_n": self.top_n,
             "steps": self.steps,
@@ -134,10 +133,12 @@ class SpecialistEnsemble(keras.Model):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         generalist = keras.saving.deserialize_keras_object(
-            config.pop("generalist"), custom_objects=custom_objects
+            teacher_config(config.pop("generalist")), custom_objects=custom_objects
         )
         specialists = [
-            keras.saving.deserialize_keras_object(s, custom_objects=custom_objects)
+            keras.saving.deserialize_keras_object(
+                teacher_config(s), custom_objects=custom_objects
+            )
             for s in config.pop("specialists")
         ]
         subsets = config.pop("subsets")
