@@ -54,6 +54,19 @@ def model(args, vocab, size, name):
     )
 
 
+def distil(student, teacher, data, args, windows):
+    """Trains `student` on `data` from `teacher` (None: the batches carry its logits)."""
+    distiller = keras_kd.Distiller(
+        student=student,
+        teacher=teacher,
+        # chunk_size bounds the soft loss's memory for large vocabularies.
+        distillation_loss=TemperedKL(args.temperature, chunk_size=4096),
+        soft_weight=args.soft_weight,
+    )
+    distiller.compile(adam(args, windows))  # hard term: next-token cross-entropy
+    distiller.fit(data, epochs=args.epochs, verbose=2)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -93,32 +106,15 @@ def main():
     scratch.fit(batches(x, y, args.batch_size, args.seed), epochs=args.epochs, verbose=2)
 
     student = model(args, vocab, student_size, "student")
-    distiller = keras_kd.Distiller(
-        student=student,
-        teacher=teacher,
-        # chunk_size bounds the soft loss's memory for large vocabularies.
-        distillation_loss=TemperedKL(args.temperature, chunk_size=4096),
-        soft_weight=args.soft_weight,
-    )
-    distiller.compile(adam(args, len(x)))  # hard term: next-token cross-entropy
-    distiller.fit(batches(x, y, args.batch_size, args.seed), epochs=args.epochs, verbose=2)
+    distil(student, teacher, batches(x, y, args.batch_size, args.seed), args, len(x))
 
     # The teacher once over the training windows, its top-k logits per token kept;
     # the student then trains on the replay, and the teacher does not run again.
     with tempfile.TemporaryDirectory() as folder:
         cache = keras_kd.build_teacher_cache(teacher, x, folder, top_k=args.top_k)
         cached = model(args, vocab, student_size, "cached")
-        replay = keras_kd.Distiller(
-            student=cached,
-            teacher=None,
-            distillation_loss=TemperedKL(args.temperature, chunk_size=4096),
-            soft_weight=args.soft_weight,
-        )
-        replay.compile(adam(args, len(x)))
-        batches_of_cache = cache.dataset(
-            x, y, batch_size=args.batch_size, seed=args.seed, temperature=args.temperature
-        )
-        replay.fit(batches_of_cache, epochs=args.epochs, verbose=2)
+        replay = cache.dataset(x, y, batch_size=args.batch_size, seed=args.seed)
+        distil(cached, None, replay, args, len(x))
 
     students = (("teacher", teacher), ("scratch", scratch), ("distilled", student),
                 (f"top-{args.top_k} cache", cached))  # fmt: skip
