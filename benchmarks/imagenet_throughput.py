@@ -435,6 +435,18 @@ def online_rows(args):
             model_name="teacher",
         )
         origin = f"{args.teacher_model}, untrained (random initialisation, seed + 1)"
+    mixed = [layer.name for layer in teacher._flatten_layers()
+             if layer.dtype_policy.name != "float32"]
+    if mixed:
+        raise SystemExit(
+            f"the teacher ({origin}) was built under a mixed precision policy "
+            f"(layers {mixed[:3]}...), so its float32 row would not be float32: "
+            "save it under the float32 policy, or pass --teacher-dtype only"
+        )
+    # Before any training: a wrong or badly loaded teacher shows here, and the
+    # validation images are decoded once for every model alike.
+    teacher_notes = _teacher_precision_notes(teacher, val, args.teacher_dtype)
+    print(f"teacher {origin}:{teacher_notes}", flush=True)
     keras.utils.set_random_seed(args.seed)
     initial = imagenet_models.application(
         "mobilenetv2", classes, args.image_size, width=args.student_width
@@ -477,6 +489,7 @@ def online_rows(args):
             model, how = _peer(student, teacher, optimizer, metrics)
         models[name], students[name] = (model, how), student
     epoch_seconds = {name: [] for name in models}
+    val_seconds = {name: [] for name in models}
     val_top1 = {name: [] for name in models}
     for epoch in range(args.epochs):
         order = list(models) if epoch % 2 == 0 else list(models)[::-1]
@@ -487,25 +500,32 @@ def online_rows(args):
                 global_batch_size=setup.global_batch_size, seed=args.seed,
                 start_step=epoch * steps,
             )
+            clock = _ValidationClock()
             start = time.perf_counter()
             history = model.fit(
                 train, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps,
-                validation_data=val, verbose=0,
+                validation_data=val, verbose=0, callbacks=[clock],
             ).history
             epoch_seconds[name].append(time.perf_counter() - start)
+            val_seconds[name].append(clock.seconds)
             val_top1[name].append(float(history["val_top1"][-1]))
             print(f"epoch {epoch + 1}/{args.epochs} {name}: "
-                  f"{epoch_seconds[name][-1]:.1f} s with validation, "
+                  f"{epoch_seconds[name][-1]:.1f} s with validation "
+                  f"({clock.seconds:.1f} s of it validating), "
                   f"val_top1 {val_top1[name][-1]:.4f}", flush=True)
     rows = []
     for name, (_, how) in models.items():
         scores = imagenet_models.score(students[name], val)
         seconds = epoch_seconds[name]
+        training = [t - v for t, v in zip(seconds, val_seconds[name])]
         rows.append({
             "distiller": name,
             "configured_as": how,
             "epoch_s": " ".join(f"{t:.1f}" for t in seconds),
+            "validation_s": " ".join(f"{t:.1f}" for t in val_seconds[name]),
             "median_epoch_2on_s": _median(seconds[1:]),
+            "median_training_2on_s": _median(training[1:]),
+            "median_validation_2on_s": _median(val_seconds[name][1:]),
             "total_s": sum(seconds),
             "top1": scores["top1"],
             "top5": scores["top5"],
@@ -513,12 +533,16 @@ def online_rows(args):
     peer = rows[-1]
     peer_seconds = epoch_seconds[PEER]
     peer["speed_up_total"], peer["speed_up_epochs_2on"] = 1.0, 1.0
+    peer["speed_up_training_2on"] = 1.0
     comparisons = []
     for row in rows[:-1]:
         ours_seconds = epoch_seconds[row["distiller"]]
         row["speed_up_total"] = peer["total_s"] / row["total_s"]
         row["speed_up_epochs_2on"] = (
             peer["median_epoch_2on_s"] / row["median_epoch_2on_s"]
+        )
+        row["speed_up_training_2on"] = (
+            peer["median_training_2on_s"] / row["median_training_2on_s"]
         )
         per_epoch = [p / o for p, o in zip(peer_seconds, ours_seconds)]
         row["speed_up_per_epoch"] = " ".join(f"{r:.3f}" for r in per_epoch)
@@ -527,10 +551,12 @@ def online_rows(args):
             f"total {row['speed_up_total']:.3f}x, per epoch "
             + ", ".join(f"{r:.3f}x" for r in per_epoch)
             + f", median of epochs 2..{args.epochs}: "
-            f"{row['speed_up_epochs_2on']:.3f}x; top-1 difference "
+            f"{row['speed_up_epochs_2on']:.3f}x (training alone, without "
+            f"validation: {row['speed_up_training_2on']:.3f}x; validation "
+            f"{row['median_validation_2on_s']:.1f} s against "
+            f"{peer['median_validation_2on_s']:.1f} s); top-1 difference "
             f"{100 * (row['top1'] - peer['top1']):+.2f} points."
         )
-    teacher_notes = _teacher_precision_notes(teacher, val, args.teacher_dtype)
     notes = (
         " ".join(comparisons) + teacher_notes + " "
         f"{data.train.num_examples} training / {data.val.num_examples} validation "
@@ -540,7 +566,22 @@ def online_rows(args):
         f"teacher {origin}."
     )
     curves = {f"{name} val_top1": values for name, values in val_top1.items()}
-    return rows, notes, {"epoch_seconds": epoch_seconds, "curves": curves}
+    extra = {"epoch_seconds": epoch_seconds, "validation_seconds": val_seconds}
+    return rows, notes, {**extra, "curves": curves}
+
+
+class _ValidationClock(keras.callbacks.Callback):
+    """Wall time spent in `fit`'s validation (from `on_test_begin` to `on_test_end`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds = 0.0
+
+    def on_test_begin(self, logs=None):
+        self._start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.seconds += time.perf_counter() - self._start
 
 
 def _teacher_dtype(name: str) -> str | None:
@@ -549,12 +590,11 @@ def _teacher_dtype(name: str) -> str | None:
 
 
 def _teacher_precision_notes(teacher, val, dtypes) -> str:
-    """The teacher at each lower precision against float32, on the validation set:
-    top-1 of both, the share of top-1 predictions that agree, and the mean and
-    largest KL(float32 || lower) between their softmaxes at T."""
+    """The teacher's top-1 on the validation set in float32 and, for each lower
+    precision, its top-1 there, the share of top-1 predictions that agree with
+    float32, and the mean and largest KL(float32 || lower) between their
+    softmaxes at T."""
     lower = [d for d in dtypes if _teacher_dtype(d) is not None]
-    if not lower:
-        return ""
     exact, labels = [], []
     rounded = {d: [] for d in lower}
     passes = {d: tf.function(forward_in(lambda b: teacher(b, training=False), teacher, d))
@@ -574,7 +614,8 @@ def _teacher_precision_notes(teacher, val, dtypes) -> str:
         z = z - z.max(axis=-1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
-    notes = []
+    notes = [f" Teacher top-1 on the {len(exact)} validation images, float32: "
+             f"{100 * np.mean(exact.argmax(-1) == labels):.2f}%."]
     for d in lower:
         low = np.concatenate(rounded[d])
         kl = (np.exp(tempered(exact)) * (tempered(exact) - tempered(low))).sum(-1)
@@ -601,7 +642,15 @@ def main(argv=None):
     load_before = os.getloadavg()
     run = {"steps": steps_mode_rows, "online": online_rows,
            "teacher-xla": teacher_xla_rows}[args.mode]
-    rows, notes, extra = run(args)
+    # The folder is claimed and locked before the run, so that a folder that
+    # cannot take the results fails now rather than after hours of training.
+    with RunFolder(args.out_dir) as folder:
+        rows, notes, extra = run(args)
+        _report(args, folder, rows, notes, extra, started, load_before)
+
+
+def _report(args, folder, rows, notes, extra, started, load_before):
+    """Prints the rows and notes, then writes them into `folder`."""
     devices = [d.device_type for d in tf.config.list_physical_devices()]
     context = {
         "mode": args.mode,
@@ -619,18 +668,17 @@ def main(argv=None):
     }
     if args.mode == "steps":
         context.update(steps=args.steps, rounds=args.rounds, classes=args.classes)
-    curves = extra.pop("curves", None)
-    with RunFolder(args.out_dir) as folder:
-        folder.write_results(
-            rows, title=f"ImageNet throughput ({args.mode})",
-            notes=f"{notes}\n\nContext: {context}", curves=curves,
-            curve_label="validation top-1", extra={"context": context, **extra},
-        )
     print(context)
     for row in rows:
         print(row)
     if notes:
-        print(notes)
+        print(notes, flush=True)
+    curves = extra.pop("curves", None)
+    folder.write_results(
+        rows, title=f"ImageNet throughput ({args.mode})",
+        notes=f"{notes}\n\nContext: {context}", curves=curves,
+        curve_label="validation top-1", extra={"context": context, **extra},
+    )
 
 
 if __name__ == "__main__":

@@ -23,18 +23,21 @@ Decisions, documented here once:
 - **What stays float32.**
   - The layers that compute the model's outputs: for a functional or
     Sequential model, followed back from each output through nested models,
-    operations (`keras.ops.take`) and layers without weights (an
-    `Activation("softmax")`) to the first layer with weights, and every
+    operations (`keras.ops.take`), layers without weights (an
+    `Activation("softmax")`) and normalization layers (a
+    `BatchNormalization` after the logits) to the first layer with weights,
+    and every
     sublayer of those (`TimeDistributed(Dense)`). So logits are not rounded
     to 8 significant bits. A subclassed model has no graph to follow: its
     last layer computes in the lower precision, with a warning.
   - Models themselves (so that inputs enter as given) and Keras'
-    preprocessing layers (`Normalization` keeps float32 statistics; raw
+    preprocessing layers and their subclasses (`Normalization` keeps float32 statistics; raw
     features such as a year, 2026, would be rounded to 2024 in bfloat16).
   - A teacher that already computes in float16 or bfloat16 somewhere (built
     under a mixed policy, whose float32 layers were chosen to be float32):
     it is left as built, with a warning.
-  The outputs are returned as float32.
+  The outputs are returned as float32. A pass nested in another pass of the
+  same teacher (an eager check inside a traced step) changes nothing.
 - **A built teacher only.** Building a layer inside the pass would create
   its sublayers (`MultiHeadAttention`'s projections) at the lower precision
   for good, so an unbuilt teacher is a `ValueError` naming the fix.
@@ -111,8 +114,9 @@ def output_layers(model) -> list:
     """The layers that compute `model`'s outputs, and their sublayers.
 
     Followed back from each output through nested functional and Sequential
-    models, operations that are not layers (`keras.ops.take`, say) and layers
-    without weights (an `Activation`), to the first layer with weights; for a
+    models, operations that are not layers (`keras.ops.take`, say), layers
+    without weights (an `Activation`) and Keras' normalization layers (a
+    `BatchNormalization` after the logits), to the first layer with weights; for a
     `keras_kd.TeacherEnsemble`, those of each member. A subclassed model has
     no graph to follow: the answer is then empty.
 
@@ -154,8 +158,8 @@ def output_layers(model) -> list:
             return
         if isinstance(operation, keras.Layer):
             keep(operation)
-            if operation.weights:
-                return  # it computes the output
+            if operation.weights and not _from_keras_package(operation, "normalization"):
+                return  # it computes the output; a normalization only rescales it
         for parent in operation._inbound_nodes[node_index].input_tensors:
             visit(parent)
 
@@ -186,10 +190,21 @@ def _lower_precision_layers(layers) -> list[str]:
 
 
 def _never_switched(layer) -> bool:
-    """Models (inputs enter as given) and Keras' preprocessing layers."""
-    return isinstance(layer, keras.Model) or type(layer).__module__.startswith(
-        "keras.src.layers.preprocessing"
-    )
+    """Models (inputs enter as given) and Keras' preprocessing layers, or
+    subclasses of them."""
+    return isinstance(layer, keras.Model) or _from_keras_package(layer, "preprocessing")
+
+
+def _from_keras_package(layer, package: str) -> bool:
+    """Whether `layer`'s class, or a class it derives from, is one of
+    `keras.src.layers.<package>`."""
+    prefix = f"keras.src.layers.{package}"
+    return any(cls.__module__.startswith(prefix) for cls in type(layer).__mro__)
+
+
+# Ids of the models inside `computing_in`, with their dtype: a nested block on
+# the same model (a traced pass calling an eager one) changes nothing.
+_ACTIVE: dict[int, str] = {}
 
 
 def _models_of(model) -> list:
@@ -232,6 +247,15 @@ def computing_in(model, dtype: str | None) -> Iterator[None]:
             "built: layers built during a lower-precision pass would keep its "
             "precision. Call the teacher once on a batch (teacher(x[:1])) first."
         )
+    if id(model) in _ACTIVE:
+        if _ACTIVE[id(model)] != dtype:
+            raise ValueError(
+                f"teacher_dtype={dtype!r} was asked for inside a pass that computes "
+                f"this teacher in {_ACTIVE[id(model)]!r}: one teacher computes in "
+                "one precision at a time. Use one teacher_dtype per teacher."
+            )
+        yield
+        return
     layers = model._flatten_layers(include_self=True, recursive=True)
     already = _lower_precision_layers(layers)
     if already:
@@ -257,6 +281,7 @@ def computing_in(model, dtype: str | None) -> Iterator[None]:
         for layer in layers
         if id(layer) not in kept_ids and not _never_switched(layer) and _is_plain_float32(layer)
     ]
+    _ACTIVE[id(model)] = dtype
     try:
         for layer, _ in changed:
             layer._dtype_policy = policy
@@ -264,6 +289,7 @@ def computing_in(model, dtype: str | None) -> Iterator[None]:
     finally:
         for layer, original in changed:
             layer._dtype_policy = original
+        del _ACTIVE[id(model)]
 
 
 def forward_in(forward: Callable, model, dtype: str | None) -> Callable:

@@ -1,5 +1,7 @@
 """The teacher's inference in lower precision: `teacher_dtype=` and `keras_kd.teacher_precision`."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -272,3 +274,44 @@ def test_the_setting_is_saved_with_the_distiller(tmp_path):
     assert model.get_config()["teacher_dtype"] == "float16"
     with pytest.raises(AttributeError):  # the steps were traced with it
         model.teacher_dtype = None
+
+
+def test_a_normalization_after_the_logits_keeps_the_logits_layer_float32():
+    teacher = keras.Sequential([
+        keras.Input((4,)), keras.layers.Dense(8, name="hidden"),
+        keras.layers.Dense(3, name="logits"), keras.layers.BatchNormalization(name="bn"),
+    ])
+    with computing_in(teacher, "bfloat16"):
+        inside = policies(teacher)
+    assert inside["logits"] == inside["bn"] == "float32"
+    assert inside["hidden"] == "mixed_bfloat16"
+
+
+def test_a_subclass_of_a_preprocessing_layer_keeps_float32():
+    class Years(keras.layers.Normalization):
+        pass
+
+    years = Years(name="years")
+    years.adapt(np.array([[2000.0], [2030.0]], "float32"))
+    teacher = keras.Sequential([
+        keras.Input((1,)), years, keras.layers.Dense(4, name="hidden"),
+        keras.layers.Dense(2, name="out"),
+    ])
+    with computing_in(teacher, "bfloat16"):
+        assert policies(teacher)["years"] == "float32"
+
+
+def test_a_nested_pass_of_the_same_teacher_is_quiet_and_one_precision_at_a_time():
+    teacher = small_mlp(4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the outer pass is not mistaken for a mixed build
+        with computing_in(teacher, "bfloat16"):
+            with computing_in(teacher, "bfloat16"):
+                inner = policies(teacher)
+            assert policies(teacher) == inner
+    assert set(policies(teacher).values()) == {"float32"}
+    with computing_in(teacher, "bfloat16"):
+        with pytest.raises(ValueError, match="one precision at a time"):
+            with computing_in(teacher, "float16"):
+                pass
+    assert set(policies(teacher).values()) == {"float32"}
