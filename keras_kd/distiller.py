@@ -438,9 +438,11 @@ class Distiller(keras.Model):
     wrong teacher outputs. Remembered outputs are forgotten when the
     teacher's weights, the teacher object or the temperature change (checked
     at each `evaluate`; see `keras_kd.teacher_inference` for the memory
-    budget and the fingerprint). The teacher runs every time under
-    `compile(jit_compile=True)` (the memory cannot live in an XLA step) and
-    for sequence outputs. `"never"` does not run the teacher on labeled
+    budget and the fingerprint). Under `compile(jit_compile=True)` (Keras'
+    `"auto"` on a single GPU) the test step is then compiled without XLA,
+    since the memory's lookup cannot live in an XLA computation; training
+    keeps XLA. The teacher runs every time for sequence outputs and with
+    hints. `"never"` does not run the teacher on labeled
     validation data at all; unlabeled data is still scored against it.
 
     Teacher outputs may also arrive with the data, precomputed (see
@@ -587,6 +589,9 @@ class Distiller(keras.Model):
         self._validation_memory = None
         self._validation_memory_state = None
         self._in_test_step = False
+        # True while the test function is one built without XLA for the
+        # memory under compile(jit_compile=True) (see make_test_function).
+        self._test_step_without_xla = False
         self.teacher_outputs = kd_losses.validate_teacher_outputs(teacher_outputs)
         pairs, loss_temperature = _resolve_distillation_losses(
             distillation_loss, temperature
@@ -797,11 +802,36 @@ class Distiller(keras.Model):
         return tf.stop_gradient(tf.cast(outputs, tf.float32)), features
 
     def _step_uses_xla(self) -> bool:
-        """Whether Keras compiles this model's steps with XLA (`compile(jit_compile=...)`)."""
+        """Whether Keras compiles the step being traced with XLA (`compile(jit_compile=...)`)."""
+        if self._in_test_step and self._test_step_without_xla:
+            return False
         try:
             return bool(self.jit_compile)
         except AttributeError:  # not compiled yet
             return False
+
+    def make_test_function(self, force=False):
+        """Keras' test function; without XLA when validation outputs are remembered.
+
+        The memory's lookup table cannot live in an XLA computation, so under
+        `compile(jit_compile=True)` (Keras' `"auto"` on a single GPU) the test
+        step is compiled without XLA while the memory is in use: validation
+        then runs the student alone on remembered examples, and the teacher,
+        for examples not seen before, in its own function
+        (`teacher_jit_compile`). The training step keeps XLA.
+        """
+        if self.test_function is not None and not force:
+            return self.test_function
+        without_xla = self._validation_memory is not None and self._step_uses_xla()
+        self._test_step_without_xla = without_xla
+        if not without_xla:
+            return super().make_test_function(force)
+        wanted = self._jit_compile
+        self._jit_compile = False
+        try:
+            return super().make_test_function(force)
+        finally:
+            self._jit_compile = wanted
 
     @property
     def teacher_dtype(self) -> str | None:
@@ -1170,8 +1200,6 @@ class Distiller(keras.Model):
             return
         if self._hint_plan is not None:  # features are not remembered: run the teacher
             return
-        if self._step_uses_xla():
-            return  # the lookup table cannot run inside an XLA-compiled step
         if self._validation_memory is None:
             classes = output_classes_of(self.teacher)
             if classes is None:

@@ -190,6 +190,29 @@ def test_fit_validates_every_epoch_but_runs_the_teacher_on_validation_once():
         assert history[f"val_{key}"][-1] == pytest.approx(final[key], rel=1e-5)
 
 
+def test_reuse_works_when_the_step_is_compiled_with_xla():
+    """compile(jit_compile=True) is Keras' "auto" on a single GPU: training keeps
+    XLA, validation reuses the teacher's outputs from a test step without XLA."""
+    rng = np.random.default_rng(9)
+    x, y = blobs(64, rng)
+    x_val, y_val = blobs(24, rng)
+    teacher, student = counted_teacher(), small_mlp(8, 2)
+    model = Distiller(
+        student=student, teacher=teacher, temperature=TEMPERATURE,
+        soft_weight=SOFT_WEIGHT, validation_teacher="reuse",
+    )
+    model.compile(optimizer="sgd", metrics=["accuracy"], jit_compile=True)
+    before = teacher_examples()
+    history = model.fit(
+        x, y, batch_size=16, epochs=3, validation_data=(x_val, y_val), verbose=0
+    ).history
+    assert model.jit_compile is True  # the user's setting, for training, is kept
+    assert teacher_examples() - before == 3 * 64 + 24 + 16 + 16
+    expected = numpy_figures(teacher, student, x_val, y_val)
+    for key in ("loss", "soft_loss", "hard_loss", "accuracy"):
+        assert history[f"val_{key}"][-1] == pytest.approx(expected[key], rel=1e-5), key
+
+
 def test_always_runs_the_teacher_on_every_validation_pass():
     x, y = blobs(32, np.random.default_rng(8))
     model = distiller(counted_teacher(), small_mlp(8, 2), "always")
