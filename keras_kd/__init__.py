@@ -3,7 +3,8 @@
 Public API (each name lives in the module of its concept):
 
 - `Distiller` (`keras_kd.distiller`): a `keras.Model` that trains a student on a
-  teacher's soft targets and on hard labels.
+  teacher's soft targets and on hard labels; `NonFiniteLossError`, raised when
+  its loss becomes NaN or Inf.
 - `keras_kd.batch`: the one format of a batch that carries teacher outputs.
 - `Hint` (`keras_kd.hints`): intermediate-feature distillation (FitNets hints)
   for `Distiller(hints=[...])`.
@@ -14,26 +15,38 @@ Public API (each name lives in the module of its concept):
   tokens): which tokens count and how the mean over valid tokens is global.
 - `keras_kd.teachers`: `TeacherEnsemble`, `train_ensemble`, `evaluate_ensemble`.
 - `keras_kd.cache`: `build_teacher_cache`, `TeacherCache` (run the teacher once).
-- `keras_kd.bias`: `shift_class_bias`, `choose_bias_shift` (omitted classes).
-- `keras_kd.specialists`: `find_confusable_subsets`, `train_specialist`,
-  `SpecialistEnsemble` (section 5 of the paper).
+- `keras_kd.bias`: `shift_class_bias`, `choose_bias_shift` and its
+  `BiasShiftChoice` (omitted classes).
+- `keras_kd.specialists`: `find_confusable_subsets` (its `ConfusableSubsets`),
+  `train_specialist`, `SpecialistEnsemble` (section 5 of the paper).
 - `keras_kd.tuning`: `DistillationHyperModel`, `search_temperature` (KerasTuner),
   `ExampleCounter` (check that a search runs the teacher once).
 - `keras_kd.export`: `export_student` (SavedModel, TFLite, parity report).
 - `keras_kd.distribute`: `make_strategy` (one device, Mirrored, MultiWorker).
-- `keras_kd.frontend`: `LogMelSpectrogram`, `ContextWindow` (acoustic front end).
+- `keras_kd.frontend`: `LogMelSpectrogram`, `ContextWindow`,
+  `waveform_classifier` (acoustic front end).
 - `keras_kd.datasets`: `load_data` (an `.npz`, `tfds:NAME` or image folder as
   arrays) and the loaders of the paper's data sets (MNIST, FSDD, ImageNet).
 - `keras_kd.runs`: run folders for long experiments (reuse, resume, seeds).
 - `keras_kd.training`: warm-up + cosine schedule, resumable `fit`.
-- `keras_kd.models`: `mlp`, the paper's multilayer perceptrons.
-- `keras_kd.evaluation`: `accuracy`, `top_k_accuracy`, `error_count`.
+- `keras_kd.models`: `mlp`, the paper's multilayer perceptrons;
+  `causal_transformer`, a causal Transformer language model.
+- `keras_kd.evaluation`: `predict_logits`, `accuracy`, `top_k_accuracy`,
+  `error_count`; `token_scores`, `TokenScores`, `perplexity` (language models).
+- `keras_kd.teacher_inference`, `keras_kd.teacher_precision`: how the teacher's
+  pass is compiled, remembered for validation, and computed in lower precision
+  (`Distiller(teacher_jit_compile=, validation_teacher=, teacher_dtype=)`).
+- `keras_kd.jobs`: `distill_saved_models`, `tune_saved_models`,
+  `export_saved_student`, the bodies of `keras-kd distill`, `tune` and
+  `export`, callable from Python.
 - `keras_kd.peers`: `keras_distillation_peer`, `keras.distillation.Distiller`
   configured to compute keras-kd's loss (for benchmarks against it).
 
-Everything else (`keras_kd.files`, `keras_kd.reports`, `keras_kd.commands`,
-`keras_kd.cli`, `keras_kd.experiments`) serves the package and the `keras-kd`
-command and may change without notice.
+The experiments (`keras_kd.experiments.<name>`) are public through their
+command lines and `main(argv)`; their other contents, and everything else
+(`keras_kd.files`, `keras_kd.reports`, `keras_kd.checks`, `keras_kd.commands`,
+`keras_kd.cli`), serve the package and the `keras-kd` command and may change
+without notice, although `keras_kd.files` and `keras_kd.reports` are documented.
 
 What `import keras_kd` does:
 

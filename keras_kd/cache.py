@@ -27,7 +27,7 @@ an interrupted build resumes at the first missing shard. The files on disk
 
 Decisions, documented here once:
 
-- **Precision.** Logits are stored in float16 by default (`dtype="float32"`
+- **Precision.** Logits are stored in float16 by default (`storage_dtype="float32"`
   for exact replay). float16 keeps about 3 significant digits: a logit of 20 is
   stored to within 0.01.
 - **Top-k.** With `top_k=k` each example keeps its `k` largest logits and their
@@ -101,6 +101,7 @@ import io
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -315,10 +316,11 @@ def build_teacher_cache(
     seed: int = 0,
     batch_size: int | None = None,
     shard_size: int = 16384,
-    dtype: str = "float16",
-    jit_compile: str | bool = "auto",
+    storage_dtype: str = "float16",
+    teacher_jit_compile: str | bool = "auto",
     teacher_dtype: str | None = None,
     verbose: bool = True,
+    dtype: str | None = None,
 ) -> TeacherCache:
     """Runs `teacher` once over the transfer set `x` and writes its outputs.
 
@@ -347,7 +349,7 @@ def build_teacher_cache(
             up to 1024, within an eighth of the machine's memory by the
             teacher's largest layer output), one compiled shape; without
             XLA 256, or that largest if smaller; on a CPU with
-            `jit_compile="auto"`, the first batches also decide whether XLA
+            `teacher_jit_compile="auto"`, the first batches also decide whether XLA
             is faster (see `_PassTuner`). The batch is halved whenever the
             device runs out of memory. A given `batch_size` is used as is
             (and "auto" on a CPU then runs without XLA).
@@ -355,8 +357,10 @@ def build_teacher_cache(
             shard's outputs, held in float32 while it is built, take at most
             `SHARD_BUILD_BYTES` (256 MiB; e.g. 256 windows of 128 tokens at
             2,048 classes).
-        dtype: `"float16"` (default) or `"float32"` for the stored logits.
-        jit_compile: Compile the teacher's inference with XLA: `"auto"`
+        storage_dtype: `"float16"` (default) or `"float32"` for the stored
+            logits (the teacher computes as `teacher_dtype` says).
+        teacher_jit_compile: Compile the teacher's inference with XLA, as
+            `Distiller(teacher_jit_compile=...)` does: `"auto"`
             (default: on a GPU or TPU; on a CPU when it measures faster on
             the build's first batches, see `batch_size`; falling back with a
             warning when XLA cannot compile it), `True` or `False`; see
@@ -373,6 +377,9 @@ def build_teacher_cache(
             lower-precision arithmetic; part of the cache's identity, so a
             cache built at another precision is rebuilt.
         verbose: Show a progress bar.
+        dtype: The name of `storage_dtype` in keras-kd 0.2, still accepted
+            with a `FutureWarning` (it named the stored logits' type, not the
+            teacher's precision, which is `teacher_dtype`).
 
     Returns:
         The opened `TeacherCache`.
@@ -425,8 +432,25 @@ def build_teacher_cache(
             f"`views={views}` without `augment` would store {views} identical copies. "
             "Pass augment=fn(example, seed), or views=1."
         )
-    if dtype not in STORAGE_DTYPES:
-        raise ValueError(f"`dtype` must be one of {STORAGE_DTYPES}, got {dtype!r}.")
+    if dtype is not None:
+        if storage_dtype != "float16" and storage_dtype != dtype:
+            raise ValueError(
+                f"Both `dtype={dtype!r}` and `storage_dtype={storage_dtype!r}` were "
+                "given; `dtype` is keras-kd 0.2's name of `storage_dtype`. Pass "
+                "storage_dtype alone."
+            )
+        warnings.warn(
+            "build_teacher_cache(dtype=...) is now `storage_dtype=` (the type of "
+            "the stored logits; the teacher's arithmetic is `teacher_dtype=`); "
+            "`dtype` will be removed in keras-kd 0.4.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        storage_dtype = dtype
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(
+            f"`storage_dtype` must be one of {STORAGE_DTYPES}, got {storage_dtype!r}."
+        )
     validate_teacher_dtype(teacher_dtype)
     augment_name = _augment_name(augment)
     if augment is None:
@@ -442,7 +466,7 @@ def build_teacher_cache(
         return tf.cast(teacher(batch, training=False), tf.float32)[:, None]
 
     forward_pass = forward_in(forward_pass, teacher, teacher_dtype)
-    inference = TeacherInference(forward_pass, jit_compile=jit_compile, option="jit_compile")
+    inference = TeacherInference(forward_pass, jit_compile=teacher_jit_compile)
     forward = inference.function
 
     output_spec = None
@@ -495,7 +519,7 @@ def build_teacher_cache(
         "views": int(views),
         "augment": augment_name,
         "seed": int(seed),
-        "dtype": dtype,
+        "dtype": storage_dtype,
     }
     if time_steps is not None:
         # Only sequence caches carry the key, so a per-example cache of an
@@ -578,12 +602,12 @@ def build_teacher_cache(
                     print(f"\nTeacher pass chosen on the first batches: {tuner.describe()}")
             begin = end
         _check_finite_outputs(outputs, start)
-        if dtype == "float16" and np.abs(outputs).max() > np.finfo(np.float16).max:
+        if storage_dtype == "float16" and np.abs(outputs).max() > np.finfo(np.float16).max:
             raise ValueError(
                 "The teacher's logits exceed the float16 range (|logit| > 65504) and "
-                "would be stored as Inf. Build the cache with dtype='float32'."
+                "would be stored as Inf. Build the cache with storage_dtype='float32'."
             )
-        arrays = _encode(outputs, top_k, dtype)
+        arrays = _encode(outputs, top_k, storage_dtype)
         records = {
             kind: write_npy(shard_file(directory, index, kind), arrays[kind])
             for kind in files
@@ -620,7 +644,7 @@ def _run_padded(forward, inputs, batch_size: int | None) -> np.ndarray:
 
 class _PassTuner:
     """Chooses, on a cache build's own first batches, whether XLA runs the
-    teacher faster (`jit_compile="auto"` on a CPU).
+    teacher faster (`teacher_jit_compile="auto"` on a CPU).
 
     The batch size is 256 (the fixed size of keras-kd 0.1 and 0.2), or the
     largest that fits if smaller. Searching larger sizes did not pay on this

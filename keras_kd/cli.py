@@ -6,8 +6,9 @@ Subcommands:
   tune        search temperature and soft weight with KerasTuner
   export      SavedModel / TFLite export with a parity report
               (their bodies: keras_kd.jobs)
-  mnist, acoustic, specialists, imagenet
-              the paper's experiments (keras_kd.experiments.<name>.main)
+  mnist, acoustic, specialists, imagenet, language-model
+              the paper's experiments and the language model
+              (keras_kd.experiments.<name>.main)
 
 Data for `distill`, `tune` and `export` (`--data`) is read by
 `keras_kd.datasets.load_data`: `tfds:NAME`, an image folder with `train/` and

@@ -82,7 +82,7 @@ _PORTED_INIT_ARGUMENTS = {
         "pass the soft loss as distillation_loss=, e.g. "
         "distillation_loss='tempered_kl' or keras_kd.losses.TemperedKL(temperature) "
         "(the equivalent of keras.distillation's LogitsDistillation(temperature, "
-        "KLDivergence()) scaled by T^2), or several with their weights as a list of "
+        "loss=keras.losses.KLDivergence()), whose T^2 factor it includes), or several with their weights as a list of "
         "(loss, weight) pairs: distillation_loss=[(TemperedKL(4.0), 0.7), "
         "(LogitMatching(), 0.3)]; a FeatureDistillation(teacher_layer_name=t, "
         "student_layer_name=s) is hints=[keras_kd.Hint(student_layer=s, "

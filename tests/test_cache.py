@@ -46,7 +46,7 @@ def test_cached_training_step_equals_online_step(x, y, tmp_path):
     """Same batch, same student, same optimizer: identical weights after a step."""
     temperature = 3.0
     ensemble = TeacherEnsemble([_dense(1), _dense(2)], mean="arithmetic")
-    cache = _build(ensemble, x, tmp_path / "cache", dtype="float32")
+    cache = _build(ensemble, x, tmp_path / "cache", storage_dtype="float32")
     initial = _dense(5).get_weights()
 
     def trained(teacher, data):
@@ -67,7 +67,7 @@ def test_cached_training_step_equals_online_step(x, y, tmp_path):
 
 def test_arithmetic_cache_serves_every_temperature(x, tmp_path):
     ensemble = TeacherEnsemble([_dense(1), _dense(2), _dense(3)], mean="arithmetic")
-    cache = _build(ensemble, x, tmp_path / "cache", dtype="float32")
+    cache = _build(ensemble, x, tmp_path / "cache", storage_dtype="float32")
     assert cache.streams == 3  # per-member logits, combined at replay
     for temperature in (1.0, 4.0):
         np.testing.assert_allclose(
@@ -87,15 +87,15 @@ def test_float16_storage_is_within_half_precision(teacher, x, tmp_path):
 
 
 def test_top_k_with_all_classes_equals_the_full_cache(teacher, x, tmp_path):
-    full = _build(teacher, x, tmp_path / "full", dtype="float32")
-    top = _build(teacher, x, tmp_path / "top", dtype="float32", top_k=CLASSES)
+    full = _build(teacher, x, tmp_path / "full", storage_dtype="float32")
+    top = _build(teacher, x, tmp_path / "top", storage_dtype="float32", top_k=CLASSES)
     np.testing.assert_array_equal(top.logits(), full.logits())
 
 
 def test_top_k_keeps_largest_logits_and_fills_the_rest_with_their_mean(tmp_path):
     x = np.random.default_rng(1).normal(size=(8, FEATURES)).astype("float32")
     teacher = _dense(4, classes=6)
-    cache = _build(teacher, x, tmp_path / "top2", dtype="float32", top_k=2)
+    cache = _build(teacher, x, tmp_path / "top2", storage_dtype="float32", top_k=2)
     z = teacher(x).numpy()
     expected = np.empty_like(z)
     for row, logits in enumerate(z):
@@ -122,7 +122,7 @@ def test_expand_top_k_scatters_values():
 def test_shuffled_replay_keeps_inputs_labels_and_targets_aligned(
     teacher, x, tmp_path, memory_mapped
 ):
-    cache = _build(teacher, x, tmp_path / "cache", dtype="float32")
+    cache = _build(teacher, x, tmp_path / "cache", storage_dtype="float32")
     if memory_mapped:  # read through tf.numpy_function, as for data larger than RAM
         np.save(tmp_path / "x.npy", x)
         x = np.load(tmp_path / "x.npy", mmap_mode="r")
@@ -241,7 +241,7 @@ def _jitter(example, seed):
 
 
 def test_augmented_views_replay_exactly_what_the_teacher_saw(teacher, x, tmp_path):
-    cache = _build(teacher, x, tmp_path / "cache", views=3, augment=_jitter, dtype="float32")
+    cache = _build(teacher, x, tmp_path / "cache", views=3, augment=_jitter, storage_dtype="float32")
     assert cache.num_rows == 3 * N
     replay = cache.dataset(x, np.arange(N), batch_size=16, augment=_jitter, seed=1)
     inputs, examples = [], []
@@ -291,9 +291,9 @@ def test_training_at_another_temperature_than_the_replay_is_refused(x, y, tmp_pa
 def test_logits_beyond_float16_are_refused(x, tmp_path):
     huge = _dense(1)
     huge.set_weights([w * 1e6 for w in huge.get_weights()])
-    with pytest.raises(ValueError, match="dtype='float32'"):
+    with pytest.raises(ValueError, match="storage_dtype='float32'"):
         _build(huge, x, tmp_path / "cache")
-    assert np.isfinite(_build(huge, x, tmp_path / "wide", dtype="float32").logits()).all()
+    assert np.isfinite(_build(huge, x, tmp_path / "wide", storage_dtype="float32").logits()).all()
 
 
 @pytest.mark.parametrize("batch_size", [None, 7, 40])
@@ -301,20 +301,20 @@ def test_xla_build_with_a_padded_last_batch_stores_the_teachers_logits(
     teacher, x, tmp_path, batch_size
 ):
     # 40 examples in batches of 7: the last batch (5 rows) is padded for XLA.
-    cache = _build(teacher, x, tmp_path / "cache", jit_compile=True,
-                   batch_size=batch_size, dtype="float32")
+    cache = _build(teacher, x, tmp_path / "cache", teacher_jit_compile=True,
+                   batch_size=batch_size, storage_dtype="float32")
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
-    plain = _build(teacher, x, tmp_path / "plain", jit_compile=False,
-                   batch_size=batch_size, dtype="float32")
+    plain = _build(teacher, x, tmp_path / "plain", teacher_jit_compile=False,
+                   batch_size=batch_size, storage_dtype="float32")
     np.testing.assert_allclose(cache.logits(), plain.logits(), atol=1e-5)
 
 
 def test_xla_build_of_augmented_views_of_an_ensemble(x, tmp_path):
     ensemble = TeacherEnsemble([_dense(1), _dense(2)], mean="arithmetic")
     cache = _build(ensemble, x, tmp_path / "cache", views=2, augment=_jitter,
-                   batch_size=6, jit_compile=True, dtype="float32")
+                   batch_size=6, teacher_jit_compile=True, storage_dtype="float32")
     plain = _build(ensemble, x, tmp_path / "plain", views=2, augment=_jitter,
-                   batch_size=6, jit_compile=False, dtype="float32")
+                   batch_size=6, teacher_jit_compile=False, storage_dtype="float32")
     np.testing.assert_allclose(
         cache.logits(temperature=2.0), plain.logits(temperature=2.0), atol=1e-5
     )
@@ -355,7 +355,7 @@ def _memory_of(rows_that_fit, monkeypatch):
 
 def test_an_out_of_memory_batch_is_halved(teacher, x, tmp_path, monkeypatch):
     seen = _memory_of(8, monkeypatch)
-    cache = _build(teacher, x, tmp_path / "cache", batch_size=32, dtype="float32",
+    cache = _build(teacher, x, tmp_path / "cache", batch_size=32, storage_dtype="float32",
                    shard_size=64)
     assert seen[:3] == [32, 16, 8] and set(seen[3:]) == {8}
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
@@ -384,7 +384,7 @@ def test_the_pass_tuner_keeps_xla_only_when_it_is_faster():
     # A pass under 50 ms a batch is not worth an XLA compilation.
     seen = _tune(_PassTuner(cap=1024, try_xla=True), {(256, False): 1e-4})
     assert set(seen) == {(256, False)}
-    # Without the trial (an explicit jit_compile, or XLA by default): nothing changes.
+    # Without the trial (an explicit teacher_jit_compile, or XLA by default): nothing changes.
     tuner = _PassTuner(cap=1024)
     assert tuner.done and (tuner.batch_size, tuner.xla) == (256, False)
     assert _PassTuner(cap=40).batch_size == 40
@@ -415,7 +415,7 @@ def test_an_out_of_memory_build_with_the_tuner_stores_the_teachers_logits(
 ):
     seen = _memory_of(200, monkeypatch)
     x = np.random.default_rng(4).normal(size=(3000, FEATURES)).astype("float32")
-    cache = _build(teacher, x, tmp_path / "cache", dtype="float32", shard_size=4096)
+    cache = _build(teacher, x, tmp_path / "cache", storage_dtype="float32", shard_size=4096)
     # 256 fails once, then 128 for good: no size that failed is tried again.
     assert seen[:2] == [256, 128] and max(seen[2:]) == 128
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
@@ -432,13 +432,13 @@ def test_the_builds_xla_trial_keeps_the_logits_and_survives_a_teacher_xla_reject
     monkeypatch.setattr(teacher_inference, "XLA_MIN_GAIN", 0.0)  # XLA always wins
     # Room for the trial: two batches of 256 each way.
     x = np.random.default_rng(5).normal(size=(1500, 8)).astype("float32")
-    options = {"dtype": "float32", "shard_size": 8192, "verbose": True}
+    options = {"storage_dtype": "float32", "shard_size": 8192, "verbose": True}
     teacher = conv_teacher()
     cache = _build(teacher, x, tmp_path / "xla", **options)
     assert ", XLA (" in capsys.readouterr().out  # tried, and kept
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
     rejected = conv_teacher(xla_proof=False)
-    with pytest.warns(UserWarning, match="runs without XLA. Pass jit_compile=False"):
+    with pytest.warns(UserWarning, match="runs without XLA. Pass teacher_jit_compile=False"):
         cache = _build(rejected, x, tmp_path / "no-xla", **options)
     assert ", XLA (" not in capsys.readouterr().out
     np.testing.assert_allclose(cache.logits(), rejected(x).numpy(), atol=1e-5)
@@ -446,7 +446,7 @@ def test_the_builds_xla_trial_keeps_the_logits_and_survives_a_teacher_xla_reject
 
 def test_a_build_with_the_automatic_batch_stores_the_teachers_logits(teacher, tmp_path):
     x = np.random.default_rng(3).normal(size=(700, FEATURES)).astype("float32")
-    cache = _build(teacher, x, tmp_path / "cache", shard_size=256, dtype="float32")
+    cache = _build(teacher, x, tmp_path / "cache", shard_size=256, storage_dtype="float32")
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
 
 
@@ -455,6 +455,17 @@ def test_shards_are_kept_small_enough_to_build_in_memory(teacher, x, tmp_path, m
 
     # 4 classes in float32 are 16 bytes an example: 80 bytes hold 5 examples.
     monkeypatch.setattr(cache_module, "SHARD_BUILD_BYTES", 80)
-    cache = _build(teacher, x, tmp_path / "cache", dtype="float32", shard_size=16)
+    cache = _build(teacher, x, tmp_path / "cache", storage_dtype="float32", shard_size=16)
     assert cache.manifest["shard_size"] == 5 and len(cache.manifest["shards"]) == 8
     np.testing.assert_allclose(cache.logits(), teacher(x).numpy(), atol=1e-5)
+
+
+def test_the_0_2_name_dtype_still_builds_with_a_warning(teacher, x, tmp_path):
+    with pytest.warns(FutureWarning, match="is now `storage_dtype=`"):
+        old = _build(teacher, x, tmp_path / "old", dtype="float32")
+    new = _build(teacher, x, tmp_path / "new", storage_dtype="float32")
+    np.testing.assert_array_equal(old.logits(), new.logits())
+    with pytest.raises(ValueError, match="Pass storage_dtype alone"):
+        _build(teacher, x, tmp_path / "both", dtype="float32", storage_dtype="float64")
+    with pytest.raises(ValueError, match="`storage_dtype` must be one of"):
+        _build(teacher, x, tmp_path / "bad", storage_dtype="int8")

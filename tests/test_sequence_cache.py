@@ -94,7 +94,7 @@ def test_full_sequence_cache_stores_per_token_logits_and_replays_the_online_loss
     # float16 targets move each token's soft loss by far less than 1e-3 relative.
     for name in ("loss", "soft_loss", "hard_loss"):
         np.testing.assert_allclose(replayed[name], online[name], rtol=1e-3)
-    exact = _replayed(_build(teacher, x, tmp_path / "f32", dtype="float32"), student, x, y)
+    exact = _replayed(_build(teacher, x, tmp_path / "f32", storage_dtype="float32"), student, x, y)
     for name in ("loss", "soft_loss", "hard_loss"):
         np.testing.assert_allclose(exact[name], online[name], rtol=1e-5)
 
@@ -120,7 +120,7 @@ def test_top_k_per_token_replay_is_within_the_tail_bound_of_the_online_loss(tmp_
     teacher, student = _bigram_teacher(), _student()
     x, y = _tokens()
     k = 8
-    cache = _build(teacher, x, tmp_path / "cache", top_k=k, dtype="float32")
+    cache = _build(teacher, x, tmp_path / "cache", top_k=k, storage_dtype="float32")
     assert cache._arrays[0]["indices"].shape == (8, 1, 1, TIME, k)
     assert cache._arrays[0]["rest"].shape == (8, 1, 1, TIME)
     t = keras.ops.convert_to_numpy(teacher(x)).astype("float64")
@@ -160,8 +160,8 @@ def test_top_k_per_token_replay_is_within_the_tail_bound_of_the_online_loss(tmp_
 def test_top_k_of_every_class_per_token_equals_the_full_cache(tmp_path):
     teacher = _bigram_teacher()
     x, _ = _tokens(n=10)
-    full = _build(teacher, x, tmp_path / "full", dtype="float32")
-    every = _build(teacher, x, tmp_path / "every", top_k=VOCAB, dtype="float32")
+    full = _build(teacher, x, tmp_path / "full", storage_dtype="float32")
+    every = _build(teacher, x, tmp_path / "every", top_k=VOCAB, storage_dtype="float32")
     np.testing.assert_array_equal(every.logits(), full.logits())
 
 
@@ -237,10 +237,10 @@ def test_ensembles_of_sequence_teachers_combine_per_token(tmp_path):
     members = [_bigram_teacher(0), _bigram_teacher(1)]
     x, _ = _tokens(n=16)
     z = np.stack([keras.ops.convert_to_numpy(m(x)) for m in members]).astype("float64")
-    arithmetic = _build(TeacherEnsemble(members, mean="arithmetic"), x, tmp_path / "a", dtype="float32")
+    arithmetic = _build(TeacherEnsemble(members, mean="arithmetic"), x, tmp_path / "a", storage_dtype="float32")
     assert arithmetic._arrays[0]["logits"].shape == (8, 1, 2, TIME, VOCAB)
     # T log(mean over members of softmax(z / T)), per token.
     expected = TEMPERATURE * np.log(_softmax(z / TEMPERATURE).mean(axis=0))
     np.testing.assert_allclose(arithmetic.logits(temperature=TEMPERATURE), expected, rtol=1e-5, atol=1e-5)
-    geometric = _build(TeacherEnsemble(members, mean="geometric"), x, tmp_path / "g", dtype="float32")
+    geometric = _build(TeacherEnsemble(members, mean="geometric"), x, tmp_path / "g", storage_dtype="float32")
     np.testing.assert_allclose(geometric.logits(), z.mean(axis=0), rtol=1e-5, atol=1e-5)

@@ -236,15 +236,15 @@ def test_hints_and_ensembles_run_at_the_lower_precision():
 def test_a_cache_built_in_bfloat16_is_close_and_is_not_taken_for_a_float32_one(tmp_path):
     teacher = nested_teacher()
     x = blobs(40, np.random.default_rng(4))[0]
-    exact = cache.build_teacher_cache(teacher, x, tmp_path / "a", dtype="float32", verbose=False)
+    exact = cache.build_teacher_cache(teacher, x, tmp_path / "a", storage_dtype="float32", verbose=False)
     rounded = cache.build_teacher_cache(
-        teacher, x, tmp_path / "b", dtype="float32", teacher_dtype="bfloat16", verbose=False
+        teacher, x, tmp_path / "b", storage_dtype="float32", teacher_dtype="bfloat16", verbose=False
     )
     error = np.abs(rounded.logits() - exact.logits()).max()
     assert 0 < error < 0.05 * np.abs(exact.logits()).max()
     assert rounded.manifest["content"]["teacher_dtype"] == "bfloat16"
     assert "teacher_dtype" not in exact.manifest["content"]  # the layout of earlier versions
-    again = cache.build_teacher_cache(teacher, x, tmp_path / "b", dtype="float32", verbose=False)
+    again = cache.build_teacher_cache(teacher, x, tmp_path / "b", storage_dtype="float32", verbose=False)
     np.testing.assert_array_equal(again.logits(), exact.logits())  # rebuilt in float32
 
 

@@ -16,6 +16,10 @@ own choosing.
   sub-folders into `ImageArrays` (undecodable files skipped with a
   `SkippedImagesWarning`), which `load_data` uses too.
 - `location`: `resolve_data_dir` and `DATA_DIR_VARIABLE`.
+- `python_source`: the Python standard library's own source as a
+  language-modelling corpus (no data folder: the running Python's library),
+  with its byte-pair tokenizer; imported on use (`from
+  keras_kd.datasets import python_source`).
 """
 
 from keras_kd.datasets import arrays, fsdd, imagenet, mnist, two_digit_mnist

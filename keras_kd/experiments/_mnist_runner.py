@@ -392,7 +392,7 @@ class MnistExperiment:
                 teacher.model,
                 self.data.x.astype(np.float32) / 255.0,
                 self.settings.teacher_cache,
-                dtype="float32",
+                storage_dtype="float32",
                 batch_size=PREDICT_BATCH,
                 verbose=bool(self.settings.verbose),
             )

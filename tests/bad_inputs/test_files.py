@@ -228,7 +228,7 @@ def test_size_verification_limit_is_as_documented_and_memory_replay_hashes(tmp_p
     change (documented); a replay from memory reads the files whole and does."""
     x = _x(n=1024)
     teacher = _dense(1, classes=80)  # 1024 * 80 * 4 bytes: a 320 KiB shard
-    _build(teacher, x, tmp_path / "cache", dtype="float32", shard_size=1024)
+    _build(teacher, x, tmp_path / "cache", storage_dtype="float32", shard_size=1024)
     shard = tmp_path / "cache" / "shard-00000.logits.npy"
     data = bytearray(shard.read_bytes())
     starts = _sample_offsets(len(data))
