@@ -148,6 +148,8 @@ def main(argv=None) -> int:
     versions = {"baseline": Path(args.baseline), "this checkout": ROOT}
     dtypes = {"baseline": "float32", "this checkout": args.teacher_dtype}
     times = {name: [] for name in versions}
+    started = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    load_before = os.getloadavg()[0]
     for round_index in range(args.rounds):
         order = list(versions) if round_index % 2 == 0 else list(versions)[::-1]
         for name in order:
@@ -168,8 +170,9 @@ def main(argv=None) -> int:
     )
     notes = (
         f"Speed-up (baseline median / this checkout's median){compared}: {ratio:.3f}x. "
-        f"Baseline package: {args.baseline}. Started {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"load average {os.getloadavg()[0]:.1f}."
+        f"Baseline package: {args.baseline}. Started {started}, ended "
+        f"{time.strftime('%H:%M UTC', time.gmtime())}; load average {load_before:.1f} "
+        f"before, {os.getloadavg()[0]:.1f} after."
     )
     folder = args.teacher if args.teacher_dtype == "float32" else f"{args.teacher}-{args.teacher_dtype}"
     with RunFolder(Path(args.out) / folder) as runs:
