@@ -315,3 +315,18 @@ def test_settings_from_options():
     assert settings.train_subset == 1000  # from --quick
     with pytest.raises(ValueError, match="unknown part"):
         mnist.Settings(parts=("bogus",))
+
+
+def test_the_results_note_describes_the_students_that_were_trained():
+    from keras_kd.experiments._mnist_runner import _students_note
+
+    assert _students_note(mnist.Settings(parts=("teacher",))) == ""
+    main = _students_note(mnist.Settings(parts=("teacher", "distilled"), student_epochs=30))
+    assert main.startswith("Students: Adam 0.001") and "30 epochs" in main
+    small = _students_note(mnist.Settings(
+        parts=("teacher", "small"), small_widths=(30,), small_student_epochs=60,
+        small_learning_rates=(0.001, 0.003),
+    ))
+    assert "Students:" not in small
+    assert "Small students (30-30): Adam 0.001 or 0.003 (chosen on held-out images)" in small
+    assert "60 epochs" in small

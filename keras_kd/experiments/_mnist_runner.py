@@ -821,9 +821,8 @@ class MnistExperiment:
             f"{s.teacher_dropout:g} (hidden), max-norm {s.max_norm}, "
             f"{s.teacher_optimizer} {s.teacher_learning_rate:g} cosine-decayed to 1%, "
             f"{s.teacher_epochs} epochs, jitter {s.jitter_pixels} px, batch {s.batch_size}. "
-            f"Students: Adam {s.student_learning_rate:g} cosine-decayed to 1%, "
-            f"{s.student_epochs} epochs. Curves of every model, per epoch: "
-            "`models/<name>/curve.json`."
+            + _students_note(s)
+            + "Curves of every model, per epoch: `models/<name>/curve.json`."
         )
         self.runs.write_results(
             self.rows,
@@ -876,6 +875,25 @@ def _best(grid: Mapping) -> object:
     """The key whose students make the fewest held-out errors (mean over seeds);
     the first on ties."""
     return min(grid, key=lambda key: _mean_heldout(grid[key]))
+
+
+def _students_note(s: Settings) -> str:
+    """The students' optimiser and schedule, for the parts that trained students."""
+    notes = []
+    if any(part in s.parts for part in ("baseline", "distilled", "omit3", "only78")):
+        notes.append(
+            f"Students: Adam {s.student_learning_rate:g} cosine-decayed to 1%, "
+            f"{s.student_epochs} epochs. "
+        )
+    if "small" in s.parts:
+        rates = s.small_learning_rates or (s.student_learning_rate,)
+        notes.append(
+            f"Small students ({', '.join(f'{w}-{w}' for w in s.small_widths)}): Adam "
+            + " or ".join(f"{r:g}" for r in rates)
+            + (" (chosen on held-out images)" if len(rates) > 1 else "")
+            + f" cosine-decayed to 1%, {s.small_student_epochs or s.student_epochs} epochs. "
+        )
+    return "".join(notes)
 
 
 def _chosen(value: str, options: int) -> str:
