@@ -274,7 +274,7 @@ def run(settings: imagenet.Settings, options: HintOptions) -> list[dict]:
     """Trains (or reuses) every run and writes the results; returns the records."""
     setup = distribute.configure(
         settings.strategy, precision=settings.precision, jit_compile=settings.xla,
-        per_replica_batch_size=settings.batch_size, base_lr=settings.base_lr,
+        per_replica_batch_size=settings.per_replica_batch_size, base_lr=settings.base_lr,
     )  # fmt: skip
     data = None if imagenet.uses_synthetic_data(settings) else imagenet.load_data(settings)
     with RunFolder(settings.out) as folder:
@@ -317,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = imagenet.Settings(**{**SCHEDULE, **quick, **given, "runs": ("kd",)})
         options = HintOptions(
             runs=tuple(runs),
-            student_layer=args.hint_student_layer or HINT_LAYERS[settings.student],
-            teacher_layer=args.hint_teacher_layer or HINT_LAYERS[settings.teacher],
+            student_layer=args.hint_student_layer or HINT_LAYERS[settings.student_network],
+            teacher_layer=args.hint_teacher_layer or HINT_LAYERS[settings.teacher_network],
             weights=tuple(args.hint_weights),
         )
         for weight in options.weights:  # bad values fail now, not after the teacher

@@ -472,24 +472,30 @@ def names(choices: Sequence[str] | None = None) -> Callable[[str], tuple[str, ..
 
 
 class RenamedOption(argparse.Action):
-    """A hidden option of keras-kd 0.1 whose use is a one-line error naming its
-    replacement (`add_renamed` adds one)."""
+    """A hidden option of an earlier keras-kd whose use is a one-line error naming
+    its replacement (`add_renamed` adds one)."""
 
-    def __init__(self, option_strings, dest, replacement: str, note="", **kwargs):
+    def __init__(
+        self, option_strings, dest, replacement: str, note="", version="0.2.0", **kwargs
+    ):
         self.replacement = replacement
         self.note = note
+        self.version = version
         kwargs.setdefault("nargs", "?")
         super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         note = f": {self.note}" if self.note else ""
         parser.error(
-            f"{option_string} was renamed {self.replacement} in keras-kd 0.2.0{note}"
+            f"{option_string} was renamed {self.replacement} in keras-kd {self.version}{note}"
         )
 
 
-def add_renamed(parser, old: str, new: str, note: str = "") -> None:
-    """Makes the 0.1 option `old` an error that names `new` (and `note`).
+def add_renamed(
+    parser, old: str, new: str, note: str = "", version: str = "0.2.0"
+) -> None:
+    """Makes the old option `old` an error that names `new` (and `note`) and the
+    keras-kd `version` that renamed it.
 
     Example:
 
@@ -501,7 +507,12 @@ def add_renamed(parser, old: str, new: str, note: str = "") -> None:
     keras-kd demo: error: --alpha was renamed --soft-weight in keras-kd 0.2.0 ...
     """
     parser.add_argument(
-        old, action=RenamedOption, replacement=new, note=note, default=argparse.SUPPRESS
+        old,
+        action=RenamedOption,
+        replacement=new,
+        note=note,
+        version=version,
+        default=argparse.SUPPRESS,
     )
 
 

@@ -273,14 +273,21 @@ def test_a_single_class_folder_and_renamed_options_are_one_line_errors(
     argv = ["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run")]
     assert imagenet.main(argv) == 2
     assert f"single class folder, '{CLASSES[0]}'" in capsys.readouterr().err
-    renamed = (("--alpha", "--soft-weight"), ("--mode", "--runs"), ("--seed", "--seeds"),
-               ("--out-dir", "--out"))  # fmt: skip
-    for old, new in renamed:
+    renamed = (("--alpha", "--soft-weight", "0.2.0"), ("--mode", "--runs", "0.2.0"),
+               ("--seed", "--seeds", "0.2.0"), ("--out-dir", "--out", "0.2.0"),
+               ("--teacher", "--teacher-network", "0.3.0"),
+               ("--student", "--student-network", "0.3.0"),
+               ("--batch-size", "--per-replica-batch-size", "0.3.0"))  # fmt: skip
+    for old, new, version in renamed:
         with pytest.raises(SystemExit) as exit_info:
             imagenet.main([*argv, old, "0.5"])
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
-        assert f"{old} was renamed {new} in keras-kd 0.2.0" in error
+        assert f"{old} was renamed {new} in keras-kd {version}" in error
+    # `keras-kd distill`'s --teacher is a file; here it points to where a file goes.
+    with pytest.raises(SystemExit):
+        imagenet.main([*argv, "--teacher", "teacher.keras"])
+    assert "a trained teacher file goes to --teacher-weights" in capsys.readouterr().err
     assert imagenet.main([*argv, "--teacher-weights", str(tmp_path / "nope.h5")]) == 2
     assert "--teacher-weights" in capsys.readouterr().err
 
@@ -307,7 +314,7 @@ def test_tfds_source_under_a_mirrored_strategy(tmp_path, capsys):
         (manual / name).write_bytes(b"")  # tfds' mock never reads them
     argv = ["--source", "tfds", "--data-dir", str(tmp_path / "tfds"), "--out",
             str(tmp_path / "run"), "--runs", "scratch", "--strategy", "mirrored",
-            "--image-size", "32", "--batch-size", "4", "--student-width", "0.35",
+            "--image-size", "32", "--per-replica-batch-size", "4", "--student-width", "0.35",
             "--epochs", "1", "--steps-per-epoch", "2", "--verbose", "0"]  # fmt: skip
     with tfds.testing.mock_data(num_examples=8):
         assert imagenet.main(argv) == 0

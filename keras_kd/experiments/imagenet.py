@@ -83,13 +83,13 @@ class Settings:
         classes: Use the first N classes (0: all; folder source).
         train_per_class: Training images kept per class (0: all).
         val_per_class: Validation images kept per class (0: all).
-        teacher: The teacher network, one of `imagenet_models.TEACHERS`.
+        teacher_network: The teacher network, one of `imagenet_models.TEACHERS`.
         teacher_width: Width multiplier of a MobileNetV2 teacher.
         teacher_weights: `"scratch"` (trained here), `"imagenet"` (Keras
             download) or a `.keras` / weights file.
         teacher_epochs: Epochs of a scratch teacher (`None`: `epochs`).
         teacher_seed: Seed of the teacher and of the cache's views.
-        student: The student network, one of `imagenet_models.STUDENTS`.
+        student_network: The student network, one of `imagenet_models.STUDENTS`.
         student_width: MobileNetV2 width multiplier of the student.
         bn_momentum: BatchNormalization momentum of every model trained here
             (0 keeps Keras'; its MobileNetV2 uses 0.999, which lags on short
@@ -97,7 +97,8 @@ class Settings:
         epochs: Epochs of every student run.
         steps_per_epoch: Steps per epoch (`None`: training images // global
             batch).
-        batch_size: Batch size per replica.
+        per_replica_batch_size: Batch size per replica (the global batch is
+            this times the number of replicas).
         base_lr: Learning rate for a global batch of 256 (linear rule).
         warmup_epochs: Linear warm-up before the cosine decay.
         momentum: SGD momentum.
@@ -131,17 +132,17 @@ class Settings:
     classes: int = 0
     train_per_class: int = 0
     val_per_class: int = 0
-    teacher: str = "resnet50"
+    teacher_network: str = "resnet50"
     teacher_width: float = 1.0
     teacher_weights: str = "scratch"
     teacher_epochs: int | None = None
     teacher_seed: int = 0
-    student: str = "mobilenetv2"
+    student_network: str = "mobilenetv2"
     student_width: float = 1.0
     bn_momentum: float = 0.99
     epochs: int = 6
     steps_per_epoch: int | None = None
-    batch_size: int = 64
+    per_replica_batch_size: int = 64
     base_lr: float = 0.1
     warmup_epochs: float = 1.0
     momentum: float = 0.9
@@ -170,7 +171,7 @@ class Settings:
             ("--epochs", self.epochs, self.epochs >= 1, ">= 1"),
             ("--teacher-epochs", self.teacher_epochs, self.teacher_epochs is None or self.teacher_epochs >= 1, ">= 1"),
             ("--steps-per-epoch", self.steps_per_epoch, self.steps_per_epoch is None or self.steps_per_epoch >= 1, ">= 1"),
-            ("--batch-size", self.batch_size, self.batch_size >= 1, ">= 1"),
+            ("--per-replica-batch-size", self.per_replica_batch_size, self.per_replica_batch_size >= 1, ">= 1"),
             ("--base-lr", self.base_lr, self.base_lr > 0, "> 0"),
             ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 0, ">= 0"),
             ("--momentum", self.momentum, 0 <= self.momentum < 1, "in [0, 1)"),
@@ -188,8 +189,8 @@ class Settings:
             ("--val-per-class", self.val_per_class, self.val_per_class >= 0, ">= 0"),
             ("--cache-mb", self.cache_mb, self.cache_mb >= 0, ">= 0"),
             ("--save-freq", self.save_freq, self.save_freq >= 1, ">= 1"),
-            ("--teacher", self.teacher, self.teacher in models.TEACHERS, f"one of {', '.join(models.TEACHERS)}"),
-            ("--student", self.student, self.student in models.STUDENTS, f"one of {', '.join(models.STUDENTS)}"),
+            ("--teacher-network", self.teacher_network, self.teacher_network in models.TEACHERS, f"one of {', '.join(models.TEACHERS)}"),
+            ("--student-network", self.student_network, self.student_network in models.STUDENTS, f"one of {', '.join(models.STUDENTS)}"),
             ("--teacher-width", self.teacher_width, self.teacher_width > 0, "> 0"),
             ("--student-width", self.student_width, self.student_width > 0, "> 0"),
         )  # fmt: skip
@@ -214,8 +215,8 @@ QUICK = {
     "cache_source_size": 40,
     "epochs": 1,
     "teacher_epochs": 1,
-    "batch_size": 4,
-    "teacher": "mobilenetv2",
+    "per_replica_batch_size": 4,
+    "teacher_network": "mobilenetv2",
     "teacher_width": 0.35,
     "student_width": 0.35,
     "views": 2,
@@ -348,7 +349,7 @@ def run(
         settings.strategy,
         precision=settings.precision,
         jit_compile=settings.xla,
-        per_replica_batch_size=settings.batch_size,
+        per_replica_batch_size=settings.per_replica_batch_size,
         base_lr=settings.base_lr,
     )
     if settings.deterministic:
@@ -434,7 +435,8 @@ def build_parser(defaults: Mapping | None = None, prog: str = "keras-kd imagenet
     add("data", "--classes", "use the first N classes (0: all)", type=commands.count)
     add("data", "--train-per-class", "training images per class (0: all)", type=commands.count)
     add("data", "--val-per-class", "validation images per class (0: all)", type=commands.count)
-    add("models", "--teacher", "teacher network", choices=models.TEACHERS)
+    add("models", "--teacher-network", "the teacher's architecture",
+        choices=models.TEACHERS)  # fmt: skip
     add("models", "--teacher-width", "width multiplier of a mobilenetv2 teacher",
         type=positive_float)  # fmt: skip
     add("models", "--teacher-weights", "'scratch' (trained here, --teacher-epochs), "
@@ -444,7 +446,8 @@ def build_parser(defaults: Mapping | None = None, prog: str = "keras-kd imagenet
         type=positive_int)  # fmt: skip
     add("models", "--teacher-seed", "seed of the teacher and of the cache's views",
         type=commands.count)  # fmt: skip
-    add("models", "--student", "student network", choices=models.STUDENTS)
+    add("models", "--student-network", "the student's architecture",
+        choices=models.STUDENTS)  # fmt: skip
     add("models", "--student-width", "MobileNetV2 width multiplier of the student",
         type=positive_float)  # fmt: skip
     add("models", "--bn-momentum", "BatchNormalization momentum of every model trained "
@@ -453,7 +456,8 @@ def build_parser(defaults: Mapping | None = None, prog: str = "keras-kd imagenet
     add("recipe", "--epochs", "epochs of every student run", type=positive_int)
     add("recipe", "--steps-per-epoch", "None: training images // global batch",
         type=positive_int)  # fmt: skip
-    add("recipe", "--batch-size", "per replica", type=positive_int)
+    add("recipe", "--per-replica-batch-size", "batch size on each replica (the "
+        "global batch is this times the replicas)", type=positive_int)  # fmt: skip
     add("recipe", "--base-lr", "learning rate for a global batch of 256 (linear rule)",
         type=positive_float)  # fmt: skip
     add("recipe", "--warmup-epochs", "linear warm-up before the cosine decay",
@@ -494,6 +498,14 @@ def build_parser(defaults: Mapping | None = None, prog: str = "keras-kd imagenet
         ("--out-dir", "--out", ""),
     ):
         commands.add_renamed(parser, old, new, note)
+    # 0.3.0: these three meant something else here than in `keras-kd distill`
+    # (a path, a global batch).
+    for old, new, note in (
+        ("--teacher", "--teacher-network", "a trained teacher file goes to --teacher-weights"),
+        ("--student", "--student-network", ""),
+        ("--batch-size", "--per-replica-batch-size", "the global batch is it times the replicas"),
+    ):
+        commands.add_renamed(parser, old, new, note, version="0.3.0")  # fmt: skip
     return parser
 
 

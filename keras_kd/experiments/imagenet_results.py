@@ -48,7 +48,7 @@ def summarize(records: Sequence[Mapping], settings: Settings) -> list[dict]:
         top5 = seed_summary([100 * r["top5"] for r in group])
         rows.append(
             {
-                "model": label.format(teacher=settings.teacher, views=settings.views),
+                "model": label.format(teacher=settings.teacher_network, views=settings.views),
                 "seeds": ",".join(str(r["seed"]) for r in group if r["seed"] is not None),
                 "epochs": group[0]["epochs"],
                 "top-1 % (mean)": f"{top1.mean:.2f}",
@@ -147,9 +147,9 @@ def write_results(
         f"{data.source} data, {data.num_classes} classes, {data.train.num_examples} "
         f"train / {data.val.num_examples} val images, {s.image_size}px, batch "
         f"{setup.global_batch_size}, lr {setup.learning_rate:g}, {s.epochs} student "
-        f"epochs x {experiment.steps} steps, teacher {s.teacher} "
+        f"epochs x {experiment.steps} steps, teacher {s.teacher_network} "
         f"({s.teacher_weights}, {s.teacher_epochs or s.epochs} epochs), student "
-        f"{s.student} x{s.student_width}, BN momentum {s.bn_momentum}, "
+        f"{s.student_network} x{s.student_width}, BN momentum {s.bn_momentum}, "
         f"T={s.temperature:g}, soft weight {s.soft_weight:g}"
         f"{f', cache views K={s.views}' if 'cached' in s.runs else ''}; "
         f"{setup.describe()}"

@@ -189,7 +189,8 @@ class ImagenetExperiment:
     def teacher_settings(self) -> dict:
         """Every setting that shapes the teacher."""
         s = self.settings
-        network = {"teacher": s.teacher, "teacher_width": s.teacher_width}
+        # The keys stay those of 0.2, so that run folders made then still resume.
+        network = {"teacher": s.teacher_network, "teacher_width": s.teacher_width}
         if s.teacher_weights == "scratch":
             epochs = s.teacher_epochs or s.epochs
             return {**network, "weights": "scratch",
@@ -219,7 +220,7 @@ class ImagenetExperiment:
             return self.teacher_settings
         wanted = {
             "kind": spec.kind,
-            "student": s.student,
+            "student": s.student_network,
             "student_width": s.student_width,
             **self.recipe_settings(s.epochs, spec.seed),
         }
@@ -253,12 +254,12 @@ class ImagenetExperiment:
         keras.utils.set_random_seed(spec.seed)
         if spec.kind == "teacher":
             return models.application(
-                s.teacher, self.data.num_classes, s.image_size,
+                s.teacher_network, self.data.num_classes, s.image_size,
                 width=s.teacher_width, model_name="teacher",
             )  # fmt: skip
-        width = s.student_width if s.student == "mobilenetv2" else 1.0
+        width = s.student_width if s.student_network == "mobilenetv2" else 1.0
         return models.application(
-            s.student, self.data.num_classes, s.image_size, width=width,
+            s.student_network, self.data.num_classes, s.image_size, width=width,
             model_name="student",
         )  # fmt: skip
 
@@ -448,10 +449,10 @@ class ImagenetExperiment:
                     model = run.load(compile=False)
                 else:
                     model, origin = models.pretrained_teacher(
-                        s.teacher, s.teacher_weights, self.data.class_names,
+                        s.teacher_network, s.teacher_weights, self.data.class_names,
                         s.image_size, width=s.teacher_width,
                     )  # fmt: skip
-                    self.say(f"teacher {s.teacher}: {origin}")
+                    self.say(f"teacher {s.teacher_network}: {origin}")
             model.trainable = False
             self._teacher = model
         return self._teacher
