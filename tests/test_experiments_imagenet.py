@@ -353,3 +353,17 @@ def test_compile_run_passes_distiller_options_and_refuses_them_elsewhere():
             "scratch", student, optimizer=keras.optimizers.SGD(0.01),
             distiller_options={"hints": [hint]},
         )
+
+
+def test_settings_of_0_2_still_work_as_defaults_with_a_warning():
+    with pytest.warns(FutureWarning, match="'batch_size' is 'per_replica_batch_size'"):
+        parser = imagenet.build_parser({"batch_size": 32, "teacher": "resnet101"})
+    args = parser.parse_args([])
+    with pytest.warns(FutureWarning, match="'teacher' is 'teacher_network'"):
+        settings = imagenet.settings_from_args(args, {"batch_size": 32, "teacher": "resnet101"})
+    assert settings.per_replica_batch_size == 32
+    assert settings.teacher_network == "resnet101"
+    help_text = " ".join(parser.format_help().split())
+    assert "the global batch is this times the replicas) (default 32;" in help_text
+    with pytest.raises(ValueError, match="Give 'student_network' only"):
+        imagenet.renamed_settings({"student": "mobilenetv2", "student_network": "mobilenetv2"})

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -224,6 +225,47 @@ QUICK = {
     "save_freq": 2,
     "verbose": 0,
 }
+
+
+# `Settings` fields renamed in 0.3.0: their options meant something else here
+# than in `keras-kd distill` (a model file, a global batch).
+RENAMED_FIELDS = {
+    "teacher": "teacher_network",
+    "student": "student_network",
+    "batch_size": "per_replica_batch_size",
+}
+
+
+def renamed_settings(defaults: Mapping | None) -> dict:
+    """`defaults` with the `Settings` fields of keras-kd 0.2 under their 0.3 names.
+
+    A 0.2 name still works in 0.3, with a `FutureWarning`; both names at once
+    is an error.
+
+    Example:
+
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", FutureWarning)
+    ...     renamed_settings({"batch_size": 32, "epochs": 2})
+    {'per_replica_batch_size': 32, 'epochs': 2}
+    """
+    settings = {}
+    for key, value in dict(defaults or {}).items():
+        new = RENAMED_FIELDS.get(key)
+        if new is None:
+            settings[key] = value
+            continue
+        if new in (defaults or {}):
+            raise ValueError(f"Give {new!r} only: {key!r} is its keras-kd 0.2 name.")
+        warnings.warn(
+            f"The imagenet setting {key!r} is {new!r} since keras-kd 0.3.0; the old "
+            "name goes in 0.4.",
+            FutureWarning,
+            stacklevel=3,
+        )
+        settings[new] = value
+    return settings
 
 
 def run_name(kind: str, seed: int, settings: Settings) -> str:
@@ -413,7 +455,7 @@ def build_parser(defaults: Mapping | None = None, prog: str = "keras-kd imagenet
     >>> build_parser().parse_args(["--soft-weight", "0.5"]).soft_weight
     0.5
     """
-    base = {**dataclasses.asdict(Settings()), **dict(defaults or {})}
+    base = {**dataclasses.asdict(Settings()), **renamed_settings(defaults)}
     parser = commands.CommandParser(prog=prog, description=__doc__.split("\n\n")[0])
     groups = {}
 
@@ -521,7 +563,7 @@ def settings_from_args(
     """
     given = commands.given_settings(args, Settings)
     quick = QUICK if given.get("quick") else {}
-    return Settings(**{**dict(defaults or {}), **quick, **given})
+    return Settings(**{**renamed_settings(defaults), **quick, **given})
 
 
 def main(
@@ -551,6 +593,7 @@ def main(
     main(["--quick", "--out", "runs/imagenet-quick"])  # 0, after about a minute
     ```
     """
+    defaults = renamed_settings(defaults)  # warns once for a 0.2 name
     args = build_parser(defaults, prog).parse_args(argv)
 
     def body() -> int:

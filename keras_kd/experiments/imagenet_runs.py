@@ -131,7 +131,7 @@ class ImagenetExperiment:
         if steps < 1:
             raise ValueError(
                 f"The global batch ({setup.global_batch_size}) is larger than the "
-                f"{data.train.num_examples} training images; lower --batch-size."
+                f"{data.train.num_examples} training images; lower --per-replica-batch-size."
             )
         self.steps = steps
         self.train_counter = data_sets.DecodeCounter()
