@@ -43,6 +43,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_kd import checks
+from keras_kd.losses import DistillationLoss
 
 HINT_LOSSES = ("mse", "mae")
 ADAPTERS = ("auto", "dense", "conv", None)
@@ -75,8 +76,9 @@ class Hint:
 
         weight * mean over the feature's elements of (adapter(s) - t)^2
 
-    (`"mse"`; `"mae"` takes the absolute value) is added to the Distiller's
-    loss and logged as `hint_<name>_loss`. The teacher's feature is a
+    (`"mse"`; `"mae"` takes the absolute value; a `DistillationLoss` gives its
+    own values, see `loss`) is added to the Distiller's loss and logged as
+    `hint_<name>_loss`. The teacher's feature is a
     constant; the gradient reaches the student's layers up to `student_layer`
     and the adapter. For a sequence student (`(batch, time, classes)`
     outputs) the feature must be `(batch, time, ...)` too and the loss is
@@ -129,7 +131,14 @@ class Hint:
             `keras.layers.Layer` (see the table).
         weight: Weight of the hint loss in the Distiller's loss (a finite
             number >= 0; 0 logs it without training on it).
-        loss: `"mse"` (default, FitNets' squared error) or `"mae"`.
+        loss: `"mse"` (default, FitNets' squared error), `"mae"`, or a
+            `keras_kd.losses.DistillationLoss`: the same interface as the soft
+            loss's, called on the teacher's feature and the adapted student
+            feature as if the last axis were the classes (it reduces the last
+            axis only); its values are then averaged over the remaining
+            feature axes, e.g. the positions of a feature map. Register the
+            class with `keras.saving.register_keras_serializable` so that a
+            saved Distiller reloads with it.
         name: Logged as `hint_<name>_loss` (default: `student_layer`).
 
     Raises:
@@ -138,12 +147,27 @@ class Hint:
         ValueError: for an unknown adapter or loss, or a weight that is not
             a finite number >= 0.
 
-    Example:
+    Example (a `DistillationLoss` on features: one minus the cosine of the
+    channel vectors, per position, then averaged over the positions):
+
+    >>> import numpy as np
+    >>> from keras_kd.losses import DistillationLoss
+    >>> class ChannelCosine(DistillationLoss):
+    ...     def call(self, teacher_feature, student_feature):
+    ...         t = keras.ops.normalize(teacher_feature, axis=-1)
+    ...         s = keras.ops.normalize(student_feature, axis=-1)
+    ...         return 1.0 - keras.ops.sum(t * s, axis=-1)
+    >>> cosine = Hint("block_3", "conv4", loss=ChannelCosine())
+    >>> maps = np.ones((2, 3, 3, 4))  # (batch, h, w, channels)
+    >>> values = cosine.loss_values(maps, -maps)  # opposite directions: 1 - (-1)
+    >>> keras.ops.convert_to_numpy(values).round(4).tolist()
+    [2.0, 2.0]
+
+    The default, the squared error:
 
     >>> hint = Hint(student_layer="block_3", teacher_layer="conv4", weight=0.5)
     >>> hint.name, hint.log_name
     ('block_3', 'hint_block_3_loss')
-    >>> import numpy as np
     >>> values = hint.loss_values(np.ones((2, 4)), np.zeros((2, 4)))
     >>> keras.ops.convert_to_numpy(values).tolist()
     [1.0, 1.0]
@@ -158,7 +182,7 @@ class Hint:
         *,
         adapter: str | keras.layers.Layer | None = "auto",
         weight: float = 1.0,
-        loss: str = "mse",
+        loss: str | DistillationLoss = "mse",
         name: str | None = None,
         **kwargs,
     ):
@@ -196,10 +220,12 @@ class Hint:
                 f"number >= 0, got {weight!r}."
             )
         self.weight = value
-        if loss not in HINT_LOSSES:
+        if not (isinstance(loss, DistillationLoss) or loss in HINT_LOSSES):
             raise ValueError(
                 f"`loss` must be one of {HINT_LOSSES} (the mean over the feature's "
-                f"elements of the squared or absolute difference), got {loss!r}."
+                "elements of the squared or absolute difference) or a "
+                "keras_kd.losses.DistillationLoss (which reduces the feature's last "
+                f"axis), got {loss!r}."
             )
         self.loss = loss
         name = self.student_layer if name is None else name
@@ -226,10 +252,14 @@ class Hint:
             Float32 tensor of the first `kept_axes` axes' shape: the mean over
             the remaining axes.
         """
-        difference = ops.cast(student_feature, "float32") - ops.cast(
-            teacher_feature, "float32"
-        )
-        elements = ops.square(difference) if self.loss == "mse" else ops.abs(difference)
+        teacher_feature = ops.cast(teacher_feature, "float32")
+        student_feature = ops.cast(student_feature, "float32")
+        if isinstance(self.loss, DistillationLoss):
+            elements = self.loss(teacher_feature, student_feature)
+        else:
+            difference = student_feature - teacher_feature
+            squared = self.loss == "mse"
+            elements = ops.square(difference) if squared else ops.abs(difference)
         rank = len(elements.shape)
         if rank <= kept_axes:
             return elements
@@ -240,12 +270,15 @@ class Hint:
         adapter = self.adapter
         if isinstance(adapter, keras.layers.Layer):
             adapter = keras.saving.serialize_keras_object(adapter)
+        loss = self.loss
+        if isinstance(loss, DistillationLoss):
+            loss = keras.saving.serialize_keras_object(loss)
         return {
             "student_layer": self.student_layer,
             "teacher_layer": self.teacher_layer,
             "adapter": adapter,
             "weight": self.weight,
-            "loss": self.loss,
+            "loss": loss,
             "name": self.name,
         }
 
@@ -253,8 +286,9 @@ class Hint:
     def from_config(cls, config: dict) -> Hint:
         """Builds the hint from `get_config()`'s output."""
         config = dict(config)
-        if isinstance(config.get("adapter"), dict):
-            config["adapter"] = keras.saving.deserialize_keras_object(config["adapter"])
+        for key in ("adapter", "loss"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
 
     def __repr__(self) -> str:

@@ -389,3 +389,58 @@ def test_mixed_precision_and_xla_steps_train_with_hints():
     assert distiller.hint_adapters[0].compute_dtype == "float32"
     logs = distiller.fit(x, y, batch_size=8, epochs=1, verbose=0).history
     assert np.isfinite(logs["hint_h_loss"][0]) and logs["hint_h_loss"][0] > 0
+
+
+@keras.saving.register_keras_serializable(package="keras_kd_tests")
+class _ChannelCosine(keras_kd.losses.DistillationLoss):
+    """One minus the cosine of the channel vectors, per position."""
+
+    def call(self, teacher_feature, student_feature):
+        t = keras.ops.normalize(teacher_feature, axis=-1)
+        s = keras.ops.normalize(student_feature, axis=-1)
+        return 1.0 - keras.ops.sum(t * s, axis=-1)
+
+
+def test_a_distillation_loss_on_feature_maps_is_averaged_over_positions(tmp_path):
+    teacher, student = _convnet(6, 0, "teacher"), _convnet(4, 1, "student")
+    x, y = _data(8, shape=(8, 8, 3))
+    hint = Hint("c2", "c2", weight=0.7, loss=_ChannelCosine(), name="cos")
+    distiller = _distiller(teacher, student, [hint])
+    kernel, bias = (_np(w) for w in distiller.hint_adapters[0].weights)  # 1x1 conv 4 -> 6
+
+    def feature(model):
+        return _np(model.get_layer(f"{model.name}_backbone")(model.get_layer("c1")(x)))
+
+    s = feature(student) @ kernel.reshape(4, 6) + bias
+    t = feature(teacher)
+    def unit(v):  # keras.ops.normalize: v / max(|v|, 1e-7); ReLU maps may be all zero
+        return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-7)
+
+    cosine = np.sum(unit(s) * unit(t), -1)
+    expected = np.mean(1.0 - cosine)  # over positions, then over the batch
+    logs = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["hint_cos_loss"] == pytest.approx(expected, rel=1e-4)
+    assert logs["loss"] == pytest.approx(
+        0.6 * logs["soft_loss"] + 0.4 * logs["hard_loss"] + 0.7 * expected, rel=1e-4
+    )
+    distiller.save(tmp_path / "distiller.keras")
+    loaded = keras.models.load_model(tmp_path / "distiller.keras")
+    assert isinstance(loaded.hints[0].loss, _ChannelCosine)
+    again = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert again["hint_cos_loss"] == pytest.approx(logs["hint_cos_loss"], rel=1e-5)
+
+
+def test_a_feature_loss_that_reduces_more_than_the_last_axis_is_a_clear_error():
+    class Scalar(keras_kd.losses.DistillationLoss):
+        def call(self, teacher_feature, student_feature):
+            return keras.ops.mean(keras.ops.square(teacher_feature - student_feature))
+
+    with pytest.raises(ValueError, match="Reduce the class axis only"):
+        Hint("h", "h", loss=Scalar()).loss_values(np.ones((2, 4)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="or a keras_kd.losses.DistillationLoss"):
+        Hint("h", "h", loss="cosine_similarity")
+
+
+def test_unequal_features_without_an_adapter_are_refused_by_the_distiller():
+    with pytest.raises(ValueError, match="adapter"):
+        _distiller(_mlp(8, 0, "teacher"), _mlp(5, 1, "student"), [Hint("h", "h", adapter=None)])

@@ -39,11 +39,14 @@ def _tokens(lengths, time, seed=0):
     return x, y
 
 
-def _numpy_logs(teacher, student, x, y, w, temperature, soft_weight):
-    """The mean over valid tokens of each term, computed in float64 NumPy."""
+def _numpy_logs(teacher, student, x, y, w, temperature, soft_weight, mask=None):
+    """The mean over valid tokens of each term, computed in float64 NumPy.
+
+    `mask`: the valid tokens (default: the Embedding mask, token id != 0).
+    """
     t = keras.ops.convert_to_numpy(teacher(x)).astype("float64")
     s = keras.ops.convert_to_numpy(student(x)).astype("float64")
-    weights = (x != 0) * w  # the Embedding mask times the token weights
+    weights = (x != 0 if mask is None else mask) * w  # the mask times the token weights
     valid = weights != 0
     p, q = _softmax(t / temperature), _softmax(s / temperature)
     soft = temperature**2 * np.sum(p * (np.log(p) - np.log(q)), axis=-1)
@@ -97,9 +100,9 @@ def test_evaluate_over_several_batches_is_the_mean_of_all_valid_tokens():
         assert logs[key] == pytest.approx(expected[key], rel=1e-5), key
 
 
-def _one_step(x, y, w=None, student_fn=None, **kwargs):
+def _one_step(x, y, w=None, student_fn=None, teacher_fn=None, **kwargs):
     """Logs and student weights after one SGD step on one batch."""
-    teacher = _language_model(8, 1, "teacher")
+    teacher = (teacher_fn or _language_model)(8, 1, "teacher")
     student = (student_fn or _language_model)(4, 2, "student")
     distiller = _distiller(teacher, student, **kwargs)
     parts = (x, y) if w is None else (x, y, w)
@@ -120,6 +123,41 @@ def test_extra_padding_changes_neither_the_loss_nor_the_update():
         np.testing.assert_allclose(long, short, atol=1e-6)
     initial = _language_model(4, 2, "student").get_weights()
     assert any(not np.allclose(a, b) for a, b in zip(initial, short_weights))
+
+
+def _frame_model(width, seed, name):
+    """Frames of 3 features -> Masking (all-zero frames) -> GRU -> logits per frame."""
+    keras.utils.set_random_seed(seed)
+    frames = keras.Input((None, 3))
+    h = keras.layers.Masking(mask_value=0.0)(frames)
+    h = keras.layers.GRU(width, return_sequences=True)(h)
+    logits = keras.layers.Dense(VOCAB, kernel_initializer=keras.initializers.RandomNormal(stddev=2.0))
+    return keras.Model(frames, logits(h), name=name)
+
+
+def test_a_masking_layer_masks_frames_like_an_embedding_masks_tokens():
+    rng = np.random.default_rng(6)
+    lengths = [4, 1, 3]
+    x = np.zeros((3, 4, 3), "float32")
+    for row, length in enumerate(lengths):
+        x[row, :length] = rng.normal(size=(length, 3))
+    y = rng.integers(0, VOCAB, (3, 4)).astype("int32")
+    valid = np.arange(4)[None, :] < np.array(lengths)[:, None]
+    teacher, student = _frame_model(8, 1, "teacher"), _frame_model(4, 2, "student")
+    expected = _numpy_logs(teacher, student, x, y, 1.0, 2.0, 0.6, mask=valid)
+    logs = _distiller(teacher, student).evaluate(x, y, verbose=0, return_dict=True)
+    for key, value in expected.items():
+        assert logs[key] == pytest.approx(value, rel=1e-5), key
+    # Three more all-zero frames: masked, so the step is the same.
+    short_logs, short_weights = _one_step(x, y, student_fn=_frame_model, teacher_fn=_frame_model)
+    long_logs, long_weights = _one_step(
+        np.pad(x, [(0, 0), (0, 3), (0, 0)]), np.pad(y, [(0, 0), (0, 3)], constant_values=2),
+        student_fn=_frame_model, teacher_fn=_frame_model,
+    )
+    for key in ("loss", "soft_loss", "hard_loss", "accuracy"):
+        assert long_logs[key][0] == pytest.approx(short_logs[key][0], rel=1e-5), key
+    for short, long in zip(short_weights, long_weights):
+        np.testing.assert_allclose(long, short, atol=1e-6)
 
 
 def _per_token_model(width, seed, name):
