@@ -157,6 +157,55 @@ def test_top_k_per_token_replay_is_within_the_tail_bound_of_the_online_loss(tmp_
     np.testing.assert_allclose(replayed["hard_loss"], online["hard_loss"], rtol=1e-6)
 
 
+def test_tail_temperature_keeps_the_dropped_mass_and_moves_the_gradient_less(tmp_path):
+    """With `tail_temperature=T` each dropped class gets `T (lse(z_dropped / T) -
+    log(C - k))`: at T the kept probabilities and the tail's total are exact.
+    (How much closer that brings the gradient depends on the teacher's tail: on
+    this toy teacher hardly; on a real language model, benchmarks/top_k_replay.py.)"""
+    teacher, student = _bigram_teacher(), _student()
+    x, y = _tokens()
+    k = 8
+    t = keras.ops.convert_to_numpy(teacher(x)).astype("float64")
+    s = keras.ops.convert_to_numpy(student(x)).astype("float64")
+    valid = x != 0
+    mean_fill = _build(teacher, x, tmp_path / "mean", top_k=k, storage_dtype="float32")
+    mass_fill = _build(teacher, x, tmp_path / "mass", top_k=k, storage_dtype="float32",
+                       tail_temperature=TEMPERATURE)  # fmt: skip
+    assert mean_fill.tail_temperature is None and mass_fill.tail_temperature == TEMPERATURE
+    order = np.argsort(-t, axis=-1)
+    dropped = np.take_along_axis(t, order[..., k:], -1) / TEMPERATURE
+    largest = dropped.max(-1, keepdims=True)
+    fill = TEMPERATURE * (largest + np.log(np.exp(dropped - largest).mean(-1, keepdims=True)))
+    t_mass = mass_fill.logits().astype("float64")
+    np.testing.assert_allclose(np.take_along_axis(t_mass, order[..., k:], -1),
+                               np.broadcast_to(fill, dropped.shape), rtol=1e-5, atol=1e-5)  # fmt: skip
+    p = _softmax(t / TEMPERATURE)
+    p_mass = _softmax(t_mass / TEMPERATURE)
+    kept = order[..., :k]
+    np.testing.assert_allclose(np.take_along_axis(p_mass, kept, -1),
+                               np.take_along_axis(p, kept, -1), rtol=1e-5)  # fmt: skip
+    # The mean fill under-weights the tail (Jensen); the mass fill keeps it exact.
+    tail_of = lambda q: np.take_along_axis(q, order[..., k:], -1).sum(-1)  # noqa: E731
+    p_mean = _softmax(mean_fill.logits().astype("float64") / TEMPERATURE)
+    np.testing.assert_allclose(tail_of(p_mass), tail_of(p), rtol=1e-5)
+    assert np.all(tail_of(p_mean)[valid] < tail_of(p)[valid])
+    # The replayed loss is the loss on the reconstruction, and the bound holds.
+    replayed = _replayed(mass_fill, student, x, y)
+    expected_soft = _token_soft_losses(t_mass, s, TEMPERATURE)[valid].mean()
+    np.testing.assert_allclose(replayed["soft_loss"], expected_soft, rtol=1e-4)
+    tail_mass = 1.0 - np.take_along_axis(p, kept, -1).sum(-1)
+    entropy = lambda d: -(d * np.log(d)).sum(-1)  # noqa: E731
+    bound = TEMPERATURE**2 * np.abs(entropy(p_mass) - entropy(p)) + (
+        TEMPERATURE * tail_mass * (s.max(-1) - s.min(-1))
+    )
+    token_errors = np.abs(_token_soft_losses(t_mass, s, TEMPERATURE) - _token_soft_losses(t, s, TEMPERATURE))
+    assert np.all(token_errors[valid] <= bound[valid] + 1e-9)
+    with pytest.raises(ValueError, match="without `top_k` nothing is dropped"):
+        _build(teacher, x, tmp_path / "none", tail_temperature=2.0)
+    with pytest.raises(ValueError, match="temperature"):
+        _build(teacher, x, tmp_path / "bad", top_k=k, tail_temperature=0.0)
+
+
 def test_top_k_of_every_class_per_token_equals_the_full_cache(tmp_path):
     teacher = _bigram_teacher()
     x, _ = _tokens(n=10)
