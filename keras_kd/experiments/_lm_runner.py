@@ -161,17 +161,32 @@ class LanguageModelExperiment:
                 chunk_size=s.chunk_size,
             )
             if kind == "cached":
-                settings["top_k"] = s.top_k
+                settings.update(self._fill_settings())
             settings.update(
                 {f"teacher_{k}": v for k, v in self.teacher_settings().items()}
             )
         return settings
 
+    def _fill_settings(self) -> dict:
+        """`top_k`, and the mass fill's temperature (the mean fill, the first
+        measurements', records no key, so their run folders still match)."""
+        s = self.settings
+        if s.top_k_fill == "mean":
+            return {"top_k": s.top_k}
+        return {"top_k": s.top_k, "top_k_fill": "mass", "tail_temperature": s.temperature}
+
+    def _cached_name(self, seed: int | None = None) -> str:
+        """`teacher-cache-top<k>[-mass]` (no seed) or `cached[-mass]-s<seed>`."""
+        fill = "-mass" if self.settings.top_k_fill == "mass" else ""
+        if seed is None:
+            return f"teacher-cache-top{self.settings.top_k}{fill}"
+        return f"cached{fill}-s{seed}"
+
     def cache_settings(self) -> dict:
-        """Every setting that shapes the top-k cache: its teacher's and `k`."""
+        """Every setting that shapes the top-k cache: its teacher's, `k` and the fill."""
         return {
             "model": "teacher-cache",
-            "top_k": self.settings.top_k,
+            **self._fill_settings(),
             **{f"teacher_{k}": v for k, v in self.teacher_settings().items()},
         }
 
@@ -309,7 +324,7 @@ class LanguageModelExperiment:
         """The teacher's top-k cache of the training split (built once)."""
         if self._cache is None:
             s = self.settings
-            run = self.runs.model(f"teacher-cache-top{s.top_k}", self.cache_settings())
+            run = self.runs.model(self._cached_name(), self.cache_settings())
             folder = run.folder / "cache"
             teacher = None if run.finished else self.teacher()
 
@@ -318,9 +333,11 @@ class LanguageModelExperiment:
                 print(f"[{run.name}] running the teacher over {len(x)} windows",
                       flush=True)  # fmt: skip
                 start = time.perf_counter()
+                fill = self._fill_settings()
                 build_teacher_cache(
-                    teacher, x, folder, top_k=s.top_k, verbose=s.verbose == 1
-                )
+                    teacher, x, folder, top_k=s.top_k, verbose=s.verbose == 1,
+                    tail_temperature=fill.get("tail_temperature"),
+                )  # fmt: skip
                 seconds = time.perf_counter() - start
                 tokens = self.source.tokens("train")
                 return {
@@ -343,7 +360,7 @@ class LanguageModelExperiment:
         cache = self.cache() if kind == "cached" else None
         for seed in self.settings.student_seeds:
             self._train(
-                f"{kind}-s{seed}",
+                self._cached_name(seed) if kind == "cached" else f"{kind}-s{seed}",
                 self.student_settings(seed, kind),
                 "student",
                 seed,
@@ -354,6 +371,7 @@ class LanguageModelExperiment:
     def rows(self) -> list[dict]:
         """One row per model kind (students: mean and each seed)."""
         s = self.settings
+        fill = {"mass": "dropped mass kept", "mean": "dropped logits' mean"}[s.top_k_fill]
         kinds = [
             ("teacher", "teacher", ["teacher"]),
             ("student from scratch", "student", [f"scratch-s{i}" for i in s.student_seeds]),
@@ -363,9 +381,10 @@ class LanguageModelExperiment:
                 [f"distilled-s{i}" for i in s.student_seeds],
             ),
             (
-                f"student distilled from the top-{s.top_k} cache (same T and weight)",
+                f"student distilled from the top-{s.top_k} cache ({fill}, same T and "
+                "weight)",
                 "student",
-                [f"cached-s{i}" for i in s.student_seeds],
+                [self._cached_name(i) for i in s.student_seeds],
             ),
         ]
         rows = []
@@ -415,7 +434,7 @@ class LanguageModelExperiment:
         )
 
     def _cache_note(self) -> str:
-        record = self.records.get(f"teacher-cache-top{self.settings.top_k}")
+        record = self.records.get(self._cached_name())
         if record is None:
             return ""
         return (

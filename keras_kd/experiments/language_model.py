@@ -56,6 +56,7 @@ from collections.abc import Sequence
 from keras_kd import commands
 
 PARTS = ("teacher", "scratch", "distilled", "cached")
+TOP_K_FILLS = ("mass", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +87,12 @@ class Settings(commands.StudentSeeds):
             (`keras_kd.losses.TemperedKL(chunk_size=...)`); `None`: unchunked.
         top_k: Logits kept per token by the `cached` part's teacher cache
             (at most `vocab_size`).
+        top_k_fill: How that cache fills the dropped classes: `"mass"`
+            (default: their total probability at `temperature` kept exact,
+            `build_teacher_cache(tail_temperature=temperature)`) or `"mean"`
+            (their mean logit, the first measurements'). Its runs are named
+            `teacher-cache-top<k>-mass` and `cached-mass-s<seed>`, so both
+            fills can share a run folder.
         seed: Seed of the teacher.
         seeds: Seeds of the students (`None`: `(seed,)`).
         source_root: Another standard-library folder (`None`: the running
@@ -119,6 +126,7 @@ class Settings(commands.StudentSeeds):
     soft_weight: float = 0.5
     chunk_size: int | None = None
     top_k: int = 64
+    top_k_fill: str = "mass"
     seed: int = 0
     seeds: tuple[int, ...] | None = (0, 1)
     source_root: str | None = None
@@ -172,6 +180,11 @@ def _check(settings: Settings) -> None:
         "threads": settings.threads or 1,
     }
     commands.check_positive(positive)
+    if settings.top_k_fill not in TOP_K_FILLS:
+        raise ValueError(
+            f"--top-k-fill must be one of {', '.join(TOP_K_FILLS)}, got "
+            f"{settings.top_k_fill!r}."
+        )
     if settings.top_k > settings.vocab_size:
         raise ValueError(
             f"--top-k {settings.top_k} exceeds --vocab-size {settings.vocab_size}: "
@@ -258,6 +271,12 @@ def build_parser() -> commands.CommandParser:
         "--top-k",
         "logits per token kept by the cached part's teacher cache",
         type=positive_int,
+    )
+    add(
+        "--top-k-fill",
+        "how that cache fills the dropped logits: mass (their probability at "
+        "--temperature kept) or mean (their mean logit)",
+        choices=TOP_K_FILLS,
     )
     add("--seed", "seed of the teacher", type=commands.count)
     add("--seeds", "seeds of the students, e.g. 0,1", type=commands.count_list)
