@@ -1,8 +1,9 @@
 """How close a top-k teacher cache's replay comes to the online soft loss, on a real LM.
 
 `keras_kd.build_teacher_cache(..., top_k=k)` keeps each token's k largest teacher
-logits and fills the other classes with their mean; replay then rebuilds a full
-row. This measures what that costs on the language model of `keras-kd
+logits and one value for the other classes (their mean logit, or with
+`tail_temperature=T` the value that keeps their probability at T); replay then
+rebuilds a full row. This measures what that costs on the language model of `keras-kd
 language-model` (a causal Transformer trained on the Python standard library's
 source, vocabulary 2,048): for each k, the cache is built over held-out windows
 and the per-token soft loss `T^2 KL(p || q)` of a student (at each `--temperature`) is computed from the

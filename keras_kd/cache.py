@@ -45,7 +45,9 @@ Decisions, documented here once:
   `T * (q - p~)` errs only by how the tail's mass is spread. On the language
   model of `keras-kd language-model` (vocabulary 2,048, k = 64, T = 1) that cut
   the gradient's relative error from 0.16 to 0.03 (`benchmarks/top_k_replay.py`,
-  `benchmarks/RESULTS.md`). Use the Distiller's temperature.
+  `benchmarks/RESULTS.md`). Use the Distiller's temperature; replay at another
+  one warns. The price: the mean of the replayed logits is no longer the true
+  one, so `logit_matching` sees the kept classes shifted by a constant.
 - **Arithmetic ensembles.** Their combined distribution depends on `T`, so the
   cache stores every member's logits (`streams = members`) and combines them at
   replay, at the temperature given to `dataset(temperature=...)`, which must be
@@ -864,12 +866,15 @@ def _encode(
     if top_k < classes and tail_temperature is None:
         rest = (outputs.sum(axis=-1) - values.sum(axis=-1)) / (classes - top_k)
     elif top_k < classes:
-        # T * logsumexp(dropped / T) - T * log(C - k), in float64 for the sum.
-        dropped = np.take_along_axis(outputs, ranked[..., top_k:], axis=-1)
-        scaled = dropped.astype(np.float64) / tail_temperature
-        largest = scaled[..., 0]  # the ranking puts the largest dropped logit first
-        mass = np.exp(scaled - largest[..., None]).sum(axis=-1)
-        rest = tail_temperature * (largest + np.log(mass / (classes - top_k)))
+        # T * logsumexp(dropped / T) - T * log(C - k), in place on one float32
+        # copy (a shard is up to 256 MiB); the sum of the exponentials in float64.
+        scaled = np.take_along_axis(outputs, ranked[..., top_k:], axis=-1)
+        scaled /= np.float32(tail_temperature)
+        largest = scaled[..., :1].copy()  # the ranking puts the largest dropped first
+        scaled -= largest
+        np.exp(scaled, out=scaled)
+        mass = scaled.sum(axis=-1, dtype=np.float64)
+        rest = tail_temperature * (largest[..., 0] + np.log(mass / (classes - top_k)))
     else:
         rest = np.zeros(outputs.shape[:-1], np.float32)
     index_dtype = np.int16 if classes <= np.iinfo(np.int16).max else np.int32
@@ -1373,6 +1378,19 @@ class TeacherCache:
                 "This cache holds the members of an arithmetic-mean ensemble, whose "
                 "combined distribution depends on the temperature: pass "
                 "`temperature=` (the Distiller's temperature)."
+            )
+        if (
+            self.tail_temperature is not None
+            and temperature is not None
+            and float(temperature) != self.tail_temperature
+        ):
+            warnings.warn(
+                f"This top-k cache keeps the dropped classes' mass exact at "
+                f"T = {self.tail_temperature:g} (tail_temperature), but is replayed at "
+                f"T = {float(temperature):g}: the replayed soft targets are further "
+                "from the teacher's. Build it with tail_temperature equal to the "
+                "Distiller's temperature.",
+                stacklevel=3,
             )
 
     def _targets(self, stored: list, temperature):

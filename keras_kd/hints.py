@@ -255,6 +255,14 @@ class Hint:
         teacher_feature = ops.cast(teacher_feature, "float32")
         student_feature = ops.cast(student_feature, "float32")
         if isinstance(self.loss, DistillationLoss):
+            rank = len(student_feature.shape)
+            if rank <= kept_axes:
+                raise ValueError(
+                    f"Hint {self.name!r}: its loss {type(self.loss).__name__} reduces "
+                    f"the feature's last axis, but the feature {tuple(student_feature.shape)} "
+                    "has no axis beyond the batch (and time). Hint a layer with "
+                    "features, or use loss='mse' or 'mae'."
+                )
             elements = self.loss(teacher_feature, student_feature)
         else:
             difference = student_feature - teacher_feature
@@ -292,7 +300,8 @@ class Hint:
         return cls(**config)
 
     def __repr__(self) -> str:
-        arguments = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = {**self.get_config(), "loss": self.loss, "adapter": self.adapter}
+        arguments = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"Hint({arguments})"
 
 

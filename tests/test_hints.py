@@ -439,8 +439,11 @@ def test_a_feature_loss_that_reduces_more_than_the_last_axis_is_a_clear_error():
         Hint("h", "h", loss=Scalar()).loss_values(np.ones((2, 4)), np.zeros((2, 4)))
     with pytest.raises(ValueError, match="or a keras_kd.losses.DistillationLoss"):
         Hint("h", "h", loss="cosine_similarity")
+    with pytest.raises(ValueError, match="no axis beyond the batch"):
+        Hint("h", "h", loss=_ChannelCosine()).loss_values(np.ones((2,)), np.zeros((2,)))
+    assert "loss=_ChannelCosine(name='_channel_cosine')" in repr(Hint("h", "h", loss=_ChannelCosine()))
 
 
 def test_unequal_features_without_an_adapter_are_refused_by_the_distiller():
-    with pytest.raises(ValueError, match="adapter"):
+    with pytest.raises(ValueError, match="adapter=None"):
         _distiller(_mlp(8, 0, "teacher"), _mlp(5, 1, "student"), [Hint("h", "h", adapter=None)])

@@ -157,7 +157,7 @@ def test_top_k_per_token_replay_is_within_the_tail_bound_of_the_online_loss(tmp_
     np.testing.assert_allclose(replayed["hard_loss"], online["hard_loss"], rtol=1e-6)
 
 
-def test_tail_temperature_keeps_the_dropped_mass_and_moves_the_gradient_less(tmp_path):
+def test_tail_temperature_keeps_the_kept_probabilities_and_the_dropped_mass_exact(tmp_path):
     """With `tail_temperature=T` each dropped class gets `T (lse(z_dropped / T) -
     log(C - k))`: at T the kept probabilities and the tail's total are exact.
     (How much closer that brings the gradient depends on the teacher's tail: on
@@ -200,6 +200,12 @@ def test_tail_temperature_keeps_the_dropped_mass_and_moves_the_gradient_less(tmp
     )
     token_errors = np.abs(_token_soft_losses(t_mass, s, TEMPERATURE) - _token_soft_losses(t, s, TEMPERATURE))
     assert np.all(token_errors[valid] <= bound[valid] + 1e-9)
+    # A mean-fill cache in the folder is rebuilt, not reused, for the mass fill.
+    rebuilt = _build(teacher, x, tmp_path / "mean", top_k=k, storage_dtype="float32",
+                     tail_temperature=TEMPERATURE)  # fmt: skip
+    np.testing.assert_allclose(rebuilt.logits(), mass_fill.logits())
+    with pytest.warns(UserWarning, match="replayed at T = 4"):
+        rebuilt.dataset(x, y, batch_size=8, temperature=4.0)
     with pytest.raises(ValueError, match="without `top_k` nothing is dropped"):
         _build(teacher, x, tmp_path / "none", tail_temperature=2.0)
     with pytest.raises(ValueError, match="temperature"):

@@ -9,7 +9,9 @@ vocab)` logits (padding masked by `Embedding(mask_zero=True)`; the losses are
 means over the valid tokens). The `cached` part distils once more per seed,
 without the teacher in the loop: the teacher runs once over the training
 split into a top-k cache (`keras_kd.cache.build_teacher_cache(top_k=...)`,
-the `--top-k` largest logits of every token plus the mean of the rest), and
+the `--top-k` largest logits of every token plus one value for the others:
+by default the one that keeps their probability at the temperature, see
+`--top-k-fill`), and
 the student trains on its replay. Every model is scored by its held-out
 perplexity (the test split's files, never seen in training or in any choice)
 and its training throughput.
