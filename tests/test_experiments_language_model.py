@@ -90,9 +90,9 @@ def test_quick_mode_writes_the_table_with_the_expected_rows(tmp_path, capsys):
         "teacher",
         "student from scratch",
         "student distilled (T=2, soft weight 0.5)",
-        "student distilled from the top-64 cache (dropped mass kept, same T and weight)",
+        "student distilled from the top-64 cache (dropped logits' mean, same T and weight)",
     ]
-    cache = json.loads((out / "models" / "teacher-cache-top64-mass" / "record.json").read_text())
+    cache = json.loads((out / "models" / "teacher-cache-top64" / "record.json").read_text())
     assert cache["build_seconds"] > 0 and cache["cache_mb"] > 0
     assert "top-64 cache was built once" in (out / "results.md").read_text()
     for row in rows:
@@ -103,13 +103,13 @@ def test_quick_mode_writes_the_table_with_the_expected_rows(tmp_path, capsys):
     # A rerun reuses every model; another corpus cap is refused, naming it.
     assert language_model.main(quick) == 0
     printed = capsys.readouterr().out
-    assert "[cached-mass-s0] finished earlier" in printed
-    assert "[teacher-cache-top64-mass] measured earlier" in printed
-    # The mean fill is another cache and other students, beside them in the folder.
-    assert language_model.main([*quick, "--parts", "cached", "--top-k-fill", "mean"]) == 0
+    assert "[cached-s0] finished earlier" in printed
+    assert "[teacher-cache-top64] measured earlier" in printed
+    # The mass fill is another cache and other students, beside them in the folder.
+    assert language_model.main([*quick, "--parts", "cached", "--top-k-fill", "mass"]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
-    assert rows[-1]["model"] == "student distilled from the top-64 cache (dropped logits' mean, same T and weight)"
-    assert (out / "models" / "cached-s0" / "record.json").exists()
+    assert rows[-1]["model"] == "student distilled from the top-64 cache (dropped mass kept, same T and weight)"
+    assert (out / "models" / "cached-mass-s0" / "record.json").exists()
     capsys.readouterr()
     status = language_model.main([*quick, "--max-bytes", "250000"])
     assert status == 2

@@ -108,13 +108,10 @@ def main():
     student = model(args, vocab, student_size, "student")
     distil(student, teacher, batches(x, y, args.batch_size, args.seed), args, len(x))
 
-    # The teacher once over the training windows, its top-k logits per token kept
-    # (the other logits' probability at T kept too); the student then trains on the
-    # replay, and the teacher does not run again.
+    # The teacher once over the training windows, its top-k logits per token kept;
+    # the student then trains on the replay, and the teacher does not run again.
     with tempfile.TemporaryDirectory() as folder:
-        cache = keras_kd.build_teacher_cache(
-            teacher, x, folder, top_k=args.top_k, tail_temperature=args.temperature
-        )
+        cache = keras_kd.build_teacher_cache(teacher, x, folder, top_k=args.top_k)
         cached = model(args, vocab, student_size, "cached")
         replay = cache.dataset(x, y, batch_size=args.batch_size, seed=args.seed)
         distil(cached, None, replay, args, len(x))

@@ -15,9 +15,9 @@ experiment; this module trains its models and writes its results. Decisions:
   with its own seed, so it does not depend on which models ran before.
 - **Figures** (validation and test perplexity, bits per byte, training
   throughput) are computed when a model finishes and kept in its record.
-- **The top-k cache** is the run `teacher-cache-top<k>-mass` (with
-  `--top-k-fill mean`, `teacher-cache-top<k>`; the cached students likewise
-  `cached-mass-s<seed>` and `cached-s<seed>`), fingerprinted by the teacher's
+- **The top-k cache** is the run `teacher-cache-top<k>` (with
+  `--top-k-fill mass`, `teacher-cache-top<k>-mass`; the cached students likewise
+  `cached-s<seed>` and `cached-mass-s<seed>`), fingerprinted by the teacher's
   settings, `k` and the fill; its record holds the build's seconds. The
   cached students replay it in memory, reshuffled every epoch with their seed.
 """
