@@ -46,7 +46,7 @@ The experiments (`keras_kd.experiments.<name>`) are public through their
 command lines and `main(argv)`; their other contents, and everything else
 (`keras_kd.files`, `keras_kd.reports`, `keras_kd.checks`, `keras_kd.commands`,
 `keras_kd.cli`), serve the package and the `keras-kd` command and may change
-without notice, although `keras_kd.files` and `keras_kd.reports` are documented.
+without notice, although `keras_kd.files` has a reference page.
 
 What `import keras_kd` does:
 
@@ -104,12 +104,15 @@ _MODULES = (
     "export",
     "frontend",
     "hints",
+    "jobs",
     "losses",
     "models",
     "peers",
     "runs",
     "sequences",
     "specialists",
+    "teacher_inference",
+    "teacher_precision",
     "teachers",
     "training",
     "tuning",

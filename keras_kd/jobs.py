@@ -213,9 +213,17 @@ def tune_saved_models(
     part of the training split (`keras_kd.tuning.search_temperature`).
 
     Args:
-        teachers, student, data, data_dir, image_size, ensemble_mean, epochs,
-            batch_size, learning_rate, strategy, seed: As for
-            `distill_saved_models`.
+        teachers: As for `distill_saved_models`.
+        student: As for `distill_saved_models`.
+        data: As for `distill_saved_models`.
+        data_dir: As for `distill_saved_models`.
+        image_size: As for `distill_saved_models`.
+        ensemble_mean: As for `distill_saved_models`.
+        epochs: As for `distill_saved_models`.
+        batch_size: As for `distill_saved_models`.
+        learning_rate: As for `distill_saved_models`.
+        strategy: As for `distill_saved_models`.
+        seed: As for `distill_saved_models`.
         output_dir: Folder for the tuner state, `trials.md`, `trials.json` and
             `best_student.keras` (new, empty or an earlier tune folder).
         tuner: `"random"`, `"bayesian"` or `"hyperband"`.
@@ -315,8 +323,10 @@ def export_saved_student(
 
     Args:
         student: The trained student (`.keras`).
-        data, data_dir, image_size: As for `distill_saved_models`; the training
-            split calibrates int8, the test split measures parity.
+        data: As for `distill_saved_models`; the training split calibrates
+            int8, the test split measures parity.
+        data_dir: As for `distill_saved_models`.
+        image_size: As for `distill_saved_models`.
         output_dir: Folder for the exports (`keras_kd.export.export_student`).
         formats: Export formats (default: all of `keras_kd.export.FORMATS`).
         calibration_examples: Training examples for int8 calibration.

@@ -753,7 +753,7 @@ def run(settings: Settings) -> dict:
 
     ```python
     # FSDD from KERAS_KD_DATA_DIR; QUICK is `--quick`, about a minute
-    summary = run(Settings(out="runs/acoustic-quick", **QUICK))
+    summary = run(Settings(**QUICK))  # writes runs/acoustic-quick
     ```
     """
     with RunFolder(settings.out) as runs:

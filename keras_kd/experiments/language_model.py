@@ -330,7 +330,7 @@ def run(settings: Settings) -> list[dict]:
     Example:
 
     ```python
-    rows = run(Settings(out="runs/lm-quick", **QUICK))  # about a minute
+    rows = run(Settings(**QUICK))  # about a minute; writes runs/language_model-quick
     ```
     """
     commands.limit_threads("language-model", settings.threads)

@@ -514,7 +514,7 @@ def run(settings: Settings) -> list[dict]:
 
     ```python
     # MNIST from KERAS_KD_DATA_DIR; QUICK is `--quick`, about a minute
-    rows = run(Settings(out="runs/mnist-quick", **QUICK))
+    rows = run(Settings(**QUICK))  # writes runs/mnist-quick
     ```
     """
     commands.limit_threads("mnist", settings.threads)
