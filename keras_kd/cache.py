@@ -47,8 +47,9 @@ Decisions, documented here once:
   the gradient's relative error from 0.16 to 0.03 (`benchmarks/top_k_replay.py`,
   `benchmarks/RESULTS.md`); yet the students distilled from it there at T = 2
   reached a worse test perplexity (60.49 against 59.24), so it is not the
-  default. Use the Distiller's temperature; replay at another one warns. The price: the mean of the replayed logits is no longer the true
-  one, so `logit_matching` sees the kept classes shifted by a constant.
+  default. Use the Distiller's temperature; replay at another one warns. The
+  price: the mean of the replayed logits is no longer the true one, so
+  `logit_matching` sees the kept classes shifted by a constant.
 - **Arithmetic ensembles.** Their combined distribution depends on `T`, so the
   cache stores every member's logits (`streams = members`) and combines them at
   replay, at the temperature given to `dataset(temperature=...)`, which must be
