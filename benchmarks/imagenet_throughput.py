@@ -155,6 +155,11 @@ def parse_args(argv=None):
                         help="keras-kd's Distiller(teacher_jit_compile=...); "
                              "several values train one keras-kd student each, "
                              "interleaved with the rest")
+    online.add_argument("--tf-data-autotune", choices=("off", "on"), default="off",
+                        help="tf.data autotuning of the training and validation "
+                             "pipelines; on, deleting an iterator can wait up to 60 s "
+                             "for its autotuning thread (benchmarks/iterator_teardown.py), "
+                             "which lands in a random epoch")
     online.add_argument("--quick", action="store_true",
                         help="2 classes, 16 + 8 images each, 32 px, 1 epoch, "
                              "MobileNetV2 x0.35 teacher and student")
@@ -416,8 +421,9 @@ def online_rows(args):
             f"--batch-size {args.batch_size} exceeds the {data.train.num_examples} "
             "training images"
         )
-    val = imagenet.eval_dataset(data, image_size=args.image_size,
-                                batch_size=setup.global_batch_size)
+    val = _autotuned(imagenet.eval_dataset(data, image_size=args.image_size,
+                                           batch_size=setup.global_batch_size),
+                     args.tf_data_autotune)
     total_steps = args.epochs * steps
     if args.teacher_model not in imagenet_models.TEACHERS:
         raise SystemExit(f"--teacher-model must be one of {imagenet_models.TEACHERS}")
@@ -495,11 +501,11 @@ def online_rows(args):
         order = list(models) if epoch % 2 == 0 else list(models)[::-1]
         for name in order:
             model, _ = models[name]
-            train = imagenet.train_dataset(
+            train = _autotuned(imagenet.train_dataset(
                 data, image_size=args.image_size,
                 global_batch_size=setup.global_batch_size, seed=args.seed,
                 start_step=epoch * steps,
-            )
+            ), args.tf_data_autotune)
             clock = _ValidationClock()
             start = time.perf_counter()
             history = model.fit(
@@ -563,11 +569,26 @@ def online_rows(args):
         f"images, {classes} classes, {args.image_size} px, global batch "
         f"{setup.global_batch_size}, {steps} steps per epoch, learning rate "
         f"{setup.learning_rate:g}, T = {TEMPERATURE}, soft weight {SOFT_WEIGHT}; "
-        f"teacher {origin}."
+        f"tf.data autotuning {args.tf_data_autotune}; teacher {origin}."
     )
     curves = {f"{name} val_top1": values for name, values in val_top1.items()}
     extra = {"epoch_seconds": epoch_seconds, "validation_seconds": val_seconds}
     return rows, notes, {**extra, "curves": curves}
+
+
+def _autotuned(dataset: tf.data.Dataset, autotune: str) -> tf.data.Dataset:
+    """`dataset` with tf.data autotuning `"on"` (as built) or `"off"`.
+
+    Each epoch here is its own `fit`, so each drops an iterator; with
+    autotuning on, deleting one waits until its autotuning thread next wakes
+    (up to 60 s, `benchmarks/iterator_teardown.py`), a pause unrelated to the
+    distillers that would land in whichever epoch runs then.
+    """
+    if autotune == "on":
+        return dataset
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
 
 
 class _ValidationClock(keras.callbacks.Callback):
