@@ -159,7 +159,7 @@ def parse_args(argv=None):
                         help="tf.data autotuning of the training and validation "
                              "pipelines; on, deleting an iterator can wait up to 60 s "
                              "for its autotuning thread (benchmarks/iterator_teardown.py), "
-                             "which lands in a random epoch")
+                             "which lands in some epochs and not others")
     online.add_argument("--quick", action="store_true",
                         help="2 classes, 16 + 8 images each, 32 px, 1 epoch, "
                              "MobileNetV2 x0.35 teacher and student")
@@ -582,7 +582,7 @@ def _autotuned(dataset: tf.data.Dataset, autotune: str) -> tf.data.Dataset:
     Each epoch here is its own `fit`, so each drops an iterator; with
     autotuning on, deleting one waits until its autotuning thread next wakes
     (up to 60 s, `benchmarks/iterator_teardown.py`), a pause unrelated to the
-    distillers that would land in whichever epoch runs then.
+    distillers that lands, or not, in the epoch whose `fit` drops the iterator.
     """
     if autotune == "on":
         return dataset
