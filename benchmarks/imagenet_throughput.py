@@ -580,7 +580,7 @@ def _autotuned(dataset: tf.data.Dataset, autotune: str) -> tf.data.Dataset:
     """`dataset` with tf.data autotuning `"on"` (as built) or `"off"`.
 
     Each epoch here is its own `fit`, so each drops an iterator; with
-    autotuning on, deleting one waits until its autotuning thread next wakes
+    autotuning on, deleting one can wait until its autotuning thread next wakes
     (up to 60 s, `benchmarks/iterator_teardown.py`), a pause unrelated to the
     distillers that lands, or not, in the epoch whose `fit` drops the iterator.
     """

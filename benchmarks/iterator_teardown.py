@@ -77,6 +77,17 @@ def measure(args) -> dict:
     return {"seconds": seconds, "load_average": " ".join(f"{v:.2f}" for v in os.getloadavg())}
 
 
+def _row(name: str, seconds: list[float]) -> dict:
+    """One setting's line of the results table."""
+    return {
+        "iterator deletion": name,
+        f"over {SLOW_S} s": f"{sum(s > SLOW_S for s in seconds)} of {len(seconds)}",
+        "median s": f"{statistics.median(seconds):.2f}",
+        "largest s": f"{max(seconds):.2f}",
+        "mean s": f"{statistics.fmean(seconds):.2f}",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -100,16 +111,7 @@ def _run(args) -> int:
     settings = {"trials": args.trials, "hold_s": args.hold, "load": args.load}
     with RunFolder(args.out) as runs:
         record = runs.model("measurement", settings).get_or_measure(lambda run: measure(args))
-        rows = [
-            {
-                "iterator deletion": name,
-                f"over {SLOW_S} s": f"{sum(s > SLOW_S for s in values)} of {len(values)}",
-                "median s": f"{statistics.median(values):.2f}",
-                "largest s": f"{max(values):.2f}",
-                "mean s": f"{statistics.fmean(values):.2f}",
-            }
-            for name, values in ((n, record["seconds"][n]) for n in SETTINGS)
-        ]
+        rows = [_row(name, record["seconds"][name]) for name in SETTINGS]
         runs.write_results(
             rows,
             title="tf.data iterator deletion with autotuning on and off",
