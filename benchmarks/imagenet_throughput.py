@@ -670,6 +670,28 @@ def main(argv=None):
         _report(args, folder, rows, notes, extra, started, load_before)
 
 
+def _cpu_description() -> str:
+    """The CPU's model name and its vector extensions that oneDNN uses.
+
+    This benchmark's step times have differed almost threefold between the
+    machines the project has run on, so a results file names its CPU.
+    """
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            text = cpuinfo.read()
+    except OSError:
+        return platform.processor() or "unknown"
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name", "unknown")
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    present = [flag for flag in wanted if flag in flags]
+    return f"{model} ({', '.join(present) or 'none of ' + ', '.join(wanted)})"
+
+
 def _report(args, folder, rows, notes, extra, started, load_before):
     """Prints the rows and notes, then writes them into `folder`."""
     devices = [d.device_type for d in tf.config.list_physical_devices()]
@@ -681,6 +703,7 @@ def _report(args, folder, rows, notes, extra, started, load_before):
         "student_width": args.student_width,
         "devices": devices,
         "cpu_count": os.cpu_count(),
+        "cpu": _cpu_description(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "platform": platform.platform(),
