@@ -51,6 +51,11 @@ top-1 says they train alike, and the speed-up does not depend on it.
 `--image-size` and `--batch-size`) compiled with and without XLA, in
 interleaved rounds, and reports the ratio of the medians.
 
+`--mode pipeline` times the loaders alone (training batches and a whole
+validation pass) with tf.data autotuning on and off, in `--rounds`
+interleaved rounds: what turning autotuning off, as `--mode online` does,
+costs the input pipeline.
+
 Every mode writes `results.md` and `results.json` through
 `keras_kd.runs.RunFolder` into `--out-dir` (default
 `benchmarks/runs/imagenet_throughput/<mode>`) and prints the table.
@@ -61,6 +66,8 @@ Examples:
     nice -n 10 python benchmarks/imagenet_throughput.py --mode online --epochs 3 \
         --data-dir ../shared/data/imagenette
     python benchmarks/imagenet_throughput.py --mode online --quick   # about a minute
+    python benchmarks/imagenet_throughput.py --mode pipeline --rounds 5 \
+        --pipeline-batches 40 --data-dir ../shared/data/imagenette
 """
 
 from __future__ import annotations
@@ -85,7 +92,7 @@ from keras_kd.experiments import imagenet_models  # noqa: E402
 from keras_kd.runs import RunFolder  # noqa: E402
 from keras_kd.teacher_precision import forward_in  # noqa: E402
 
-MODES = ("steps", "online", "teacher-xla")
+MODES = ("steps", "online", "teacher-xla", "pipeline")
 # Each timed kind and the experiment's kind of run it is.
 STEP_KINDS = {
     "student": "scratch",
@@ -178,6 +185,7 @@ def parse_args(argv=None):
         "steps": {"image_size": 224, "batch_size": 32, "student_width": 1.0},
         "online": {"image_size": 112, "batch_size": 64, "student_width": 0.5},
         "teacher-xla": {"image_size": 112, "batch_size": 64, "student_width": 0.5},
+        "pipeline": {"image_size": 112, "batch_size": 64, "student_width": 0.5},
     }[args.mode]
     if args.quick:
         mode_defaults = {"image_size": 32, "batch_size": 8, "student_width": 0.35}
@@ -651,6 +659,68 @@ def _teacher_precision_notes(teacher, val, dtypes) -> str:
     return "".join(notes)
 
 
+def pipeline_autotune_rows(args):
+    """Images/s of the loaders with tf.data autotuning on and off, interleaved.
+
+    Each round times, for each setting (the one to go first alternates), a
+    training iterator over `--pipeline-batches` batches after two warm-up
+    batches, and one whole pass over the validation split, both built by
+    `keras_kd.datasets.imagenet` with its defaults, as `fit` would see them.
+    """
+    data = imagenet.load_imagenet(args.data_dir, source="folder")
+    timed = {(split, tune): [] for split in ("train", "eval") for tune in ("on", "off")}
+    images = {}
+    for round_index in range(args.rounds):
+        order = ("on", "off") if round_index % 2 == 0 else ("off", "on")
+        for tune in order:
+            train = _autotuned(imagenet.train_dataset(
+                data, image_size=args.image_size, global_batch_size=args.batch_size,
+                seed=round_index,
+            ), tune)
+            iterator = iter(train)
+            for _ in range(2):
+                next(iterator)
+            start = time.perf_counter()
+            for _ in range(args.pipeline_batches):
+                next(iterator)
+            timed["train", tune].append(time.perf_counter() - start)
+            images["train"] = args.pipeline_batches * args.batch_size
+            del iterator
+            evaluation = _autotuned(imagenet.eval_dataset(
+                data, image_size=args.image_size, batch_size=args.batch_size,
+            ), tune)
+            start, count = time.perf_counter(), 0
+            for batch, _ in evaluation:
+                count += int(batch.shape[0])
+            timed["eval", tune].append(time.perf_counter() - start)
+            images["eval"] = count
+            print(f"round {round_index + 1} autotune {tune}: train "
+                  f"{images['train'] / timed['train', tune][-1]:.0f} images/s, eval "
+                  f"{count / timed['eval', tune][-1]:.0f} images/s", flush=True)
+    rows = []
+    for split in ("train", "eval"):
+        on, off = (_median(timed[split, tune]) for tune in ("on", "off"))
+        for tune, seconds in (("on", on), ("off", off)):
+            rows.append({
+                "pipeline": split,
+                "autotune": tune,
+                "images": images[split],
+                "median_s": seconds,
+                "images_per_s": images[split] / seconds,
+                "off_over_on_throughput": on / off,
+                "seconds_per_round": " ".join(f"{t:.2f}" for t in timed[split, tune]),
+            })
+    notes = (
+        f"{args.rounds} interleaved rounds; train: {args.pipeline_batches} batches of "
+        f"{args.batch_size} after 2 warm-up batches (decode, random-resized crop, "
+        f"flip; encoded files held in memory, the loader's default); eval: one pass "
+        f"over the {images['eval']} validation images (decode, resize, centre crop); "
+        f"{args.image_size} px. off_over_on_throughput above 1: faster with "
+        "autotuning off."
+    )
+    return rows, notes, {}
+
+
 def steps_mode_rows(args):
     rows = [] if args.skip_pipeline else pipeline_rows(args)
     rows += step_rows(args)
@@ -662,7 +732,7 @@ def main(argv=None):
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     run = {"steps": steps_mode_rows, "online": online_rows,
-           "teacher-xla": teacher_xla_rows}[args.mode]
+           "teacher-xla": teacher_xla_rows, "pipeline": pipeline_autotune_rows}[args.mode]
     # The folder is claimed and locked before the run, so that a folder that
     # cannot take the results fails now rather than after hours of training.
     with RunFolder(args.out_dir) as folder:
@@ -673,8 +743,8 @@ def main(argv=None):
 def _cpu_description() -> str:
     """The CPU's model name and its vector extensions that oneDNN uses.
 
-    This benchmark's step times have differed almost threefold between the
-    machines the project has run on, so a results file names its CPU.
+    The machines this project runs on have differed in CPU (with and without
+    AVX-512 and AMX) and in speed, so a results file names its CPU.
     """
     try:
         with open("/proc/cpuinfo") as cpuinfo:
