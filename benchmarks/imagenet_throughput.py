@@ -669,7 +669,7 @@ def pipeline_autotune_rows(args):
     """
     data = imagenet.load_imagenet(args.data_dir, source="folder")
     timed = {(split, tune): [] for split in ("train", "eval") for tune in ("on", "off")}
-    images = {}
+    images = {"train": args.pipeline_batches * args.batch_size}
     for round_index in range(args.rounds):
         order = ("on", "off") if round_index % 2 == 0 else ("off", "on")
         for tune in order:
@@ -684,7 +684,6 @@ def pipeline_autotune_rows(args):
             for _ in range(args.pipeline_batches):
                 next(iterator)
             timed["train", tune].append(time.perf_counter() - start)
-            images["train"] = args.pipeline_batches * args.batch_size
             del iterator
             evaluation = _autotuned(imagenet.eval_dataset(
                 data, image_size=args.image_size, batch_size=args.batch_size,
