@@ -40,21 +40,75 @@ def test_missing_split_and_unknown_source_are_explained(tmp_path):
         imagenet.load_imagenet(tmp_path, source="s3")
 
 
-def test_eval_pipeline_centre_crops_and_counts_the_corrupt_file(folder):
+def test_eval_pipeline_centre_crops_names_the_corrupt_file_and_has_a_length(folder):
     root, counts = folder
     data = imagenet.load_imagenet(root)
     counter = imagenet.DecodeCounter()
-    dataset = imagenet.eval_dataset(data, image_size=16, batch_size=4, counter=counter)
+    with pytest.warns(imagenet.SkippedImagesWarning) as caught:
+        dataset = imagenet.eval_dataset(
+            data, image_size=16, batch_size=4, counter=counter
+        )
+    (message,) = [str(w.message) for w in caught]
+    assert "1 of 7 validation files" in message
+    assert f"{CLASSES[0]}/broken_0.JPEG" in message
+    # The counting pass decoded the split once (and filled the cache).
+    assert (counter.attempted, counter.decoded, counter.skipped) == (7, 6, 1)
+    assert int(dataset.cardinality()) == 2  # 6 decodable images, batches of 4
     images, labels = zip(*batches(dataset, 10), strict=True)
     images, labels = np.concatenate(images), np.concatenate(labels)
     assert images.shape == (counts["val"], 16, 16, 3)
     assert images.dtype == np.float32 and 0.0 <= images.min() and images.max() <= 255.0
     assert labels.tolist() == [0, 0, 1, 1, 2, 2]
-    assert (counter.attempted, counter.decoded, counter.skipped) == (7, 6, 1)
-    # Cached after the first pass: a second pass gives the same and decodes nothing.
+    # Cached: later passes give the same and decode nothing.
     again = np.concatenate([x for x, _ in batches(dataset, 10)])
     np.testing.assert_array_equal(images, again)
     assert counter.attempted == 7
+
+
+def test_eval_pipeline_uncached_is_the_same_and_decodes_each_pass(folder):
+    root, _ = folder
+    data = imagenet.load_imagenet(root)
+    counter = imagenet.DecodeCounter()
+    with pytest.warns(imagenet.SkippedImagesWarning):
+        cached = imagenet.eval_dataset(data, image_size=16, batch_size=4)
+        uncached = imagenet.eval_dataset(
+            data, image_size=16, batch_size=4, counter=counter, cache_bytes=0
+        )
+    assert int(uncached.cardinality()) == 2 and counter.attempted == 7
+    for (x, y), (x2, y2) in zip(batches(cached, 5), batches(uncached, 5), strict=True):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert counter.attempted == 14
+
+
+def test_keras_evaluates_the_eval_pipeline_without_an_out_of_data_warning(folder):
+    """With an unknown length, Keras ends the first pass over the validation set
+    with "Your input ran out of data; interrupting training": a false alarm that
+    0.3.0's pipeline raised on the first validation of every ImageNet run."""
+    import warnings
+
+    import keras
+
+    root, _ = folder
+    data = imagenet.load_imagenet(root)
+    with pytest.warns(imagenet.SkippedImagesWarning):
+        dataset = imagenet.eval_dataset(data, image_size=16, batch_size=4)
+    model = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(),
+         keras.layers.Dense(3)]
+    )
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    unknown = dataset.filter(lambda images, labels: True)
+    assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    for data_set, warns in ((unknown, True), (dataset, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.evaluate(data_set, verbose=0)
+        ran_out = any("ran out of data" in str(w.message) for w in caught)
+        assert ran_out == warns, [str(w.message) for w in caught]
 
 
 def test_crops_have_the_requested_size_for_odd_shapes():

@@ -16,8 +16,8 @@ horizontal flip; evaluation batches resize the shorter side to
 `[0, 255]`; each model applies its own normalization.
 
 A file that cannot be decoded (a text file named `.JPEG`, a truncated
-download) is skipped, never fatal: pipelines count it with a `DecodeCounter`,
-`read_image_folder` lists it and warns. A folder with a single class is an
+download) is skipped, never fatal: pipelines count it with a `DecodeCounter`;
+`read_image_folder` and `eval_dataset` name it in a `SkippedImagesWarning`. A folder with a single class is an
 error. Training randomness is *stateless*: the order of each epoch and the crop
 of each example are functions of the seed and the example's position in the
 stream, so a run resumed at step `k` (`start_step=k`) sees exactly the batches
@@ -907,17 +907,29 @@ def eval_dataset(
 ) -> tf.data.Dataset:
     """One pass over the validation split, resized and centre-cropped.
 
+    The split is decoded once here, to count its decodable images: the dataset
+    then has a known length (`cardinality()`), so Keras shows a progress bar with
+    a total and does not warn that the input "ran out of data" at the end of the
+    first evaluation. Files that cannot be decoded are left out and named in one
+    `SkippedImagesWarning`. When the crops are cached, that pass fills the cache
+    and costs nothing extra; otherwise (a split too large for `cache_bytes`) it
+    is one more decoding pass, once per call.
+
     Args:
         data: From `load_imagenet`.
         image_size: Output height and width.
         batch_size: Global batch size (the last batch may be smaller).
-        counter: Counts undecodable images; `None` for no counting.
-        cache_bytes: Cache the cropped uint8 images in memory after the first
-            pass when they total at most this many bytes; 0 never caches.
+        counter: Counts undecodable images (the counting pass included); `None`
+            for no counting.
+        cache_bytes: Cache the cropped uint8 images in memory when they total
+            at most this many bytes; 0 never caches.
         crop_fraction: See `center_crop`.
 
     Returns:
-        A dataset of `(images float32, labels int64)` batches.
+        A dataset of `(images float32, labels int64)` batches, of known length.
+
+    Raises:
+        ValueError: when no image of the split can be decoded.
 
     Example:
 
@@ -925,8 +937,8 @@ def eval_dataset(
     >>> root = tempfile.mkdtemp()
     >>> _ = write_synthetic_image_folder(root)  # 6 validation images
     >>> ds = eval_dataset(load_imagenet(root), image_size=16, batch_size=4)
-    >>> [tuple(images.shape) for images, labels in ds]
-    [(4, 16, 16, 3), (2, 16, 16, 3)]
+    >>> int(ds.cardinality()), [tuple(images.shape) for images, labels in ds]
+    (2, [(4, 16, 16, 3), (2, 16, 16, 3)])
     """
 
     def decode(encoded, label):
@@ -938,22 +950,64 @@ def eval_dataset(
 
     if isinstance(data.val, TfdsSplit):
         pairs = data.val.encoded()
+        files = None
     else:
         split = data.val
+        files = split.files
         pairs = tf.data.Dataset.from_tensor_slices(
             (list(split.files), split.labels)
         ).map(lambda path, label: (tf.io.read_file(path), label))
-    images = pairs.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    images = images.ignore_errors()
+    indexed = tf.data.Dataset.zip((tf.data.Dataset.range(2**62), pairs)).map(
+        lambda index, pair: (index, *decode(*pair)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    indexed = indexed.ignore_errors()
     size = data.val.num_examples
     if cache_bytes and size is not None and size * image_size**2 * 3 <= cache_bytes:
-        images = images.cache()
-    images = images.map(lambda image, label: (tf.cast(image, tf.float32), label))
+        indexed = indexed.cache()
+    decoded = _count_decodable(indexed, data.val, files)
+    images = indexed.map(lambda index, image, label: (tf.cast(image, tf.float32), label))
+    images = images.apply(tf.data.experimental.assert_cardinality(decoded))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
         tf.data.experimental.AutoShardPolicy.DATA
     )
     return images.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _count_decodable(indexed: tf.data.Dataset, split, files) -> int:
+    """Runs one pass over `(index, image, label)`: how many images decoded,
+    with one `SkippedImagesWarning` naming those that did not."""
+    seen = np.concatenate(
+        [np.zeros(0, np.int64)]
+        + [batch.numpy() for batch in indexed.map(lambda i, x, y: i).batch(4096)]
+    )
+    if isinstance(split, TfdsSplit):
+        where = f"{split.dataset_name}/{split.name}"
+    else:
+        where = str(split.root)
+    if not seen.size:
+        raise ValueError(
+            f"None of the validation images in {where!r} could be decoded "
+            "(JPEG, PNG, GIF or BMP expected)."
+        )
+    total = split.num_examples if split.num_examples is not None else seen.size
+    if seen.size < total:
+        missing = np.setdiff1d(np.arange(total), seen)
+        shown = (
+            ", ".join(os.path.relpath(files[i], split.root) for i in missing[:3])
+            if files is not None
+            else f"examples {missing[:3].tolist()}"
+        )
+        warnings.warn(
+            f"{missing.size} of {total} validation files under {where!r} "
+            f"could not be decoded as images and were skipped ({shown}"
+            f"{', ...' if missing.size > 3 else ''}).",
+            SkippedImagesWarning,
+            stacklevel=3,
+        )
+    return int(seen.size)
 
 
 def crop_augment(image_size: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
