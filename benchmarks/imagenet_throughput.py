@@ -46,6 +46,16 @@ both students' final top-1, with keras-kd's speed-up beside them. The teacher
 is untrained unless `--teacher-weights` names a file (e.g. a teacher saved by
 `keras-kd imagenet`); the two runs see the same one either way, so equal
 top-1 says they train alike, and the speed-up does not depend on it.
+With `--checkpoint`, every model is saved after each epoch into `--out-dir`
+(`models/online-epochs/`), and the same command run again continues after the
+last saved epoch (another command is refused, naming what differs, as is
+another CPU). Before the first epoch after a resume, each model trains one
+step and validates once, untimed, and the saved state is then loaded again:
+that pays again what an uninterrupted run paid in its first epoch only
+(tracing, keras-kd's memory of the teacher's validation outputs). A resumed
+run trains the very students an uninterrupted one does (equal
+`student_sha256`, `--quick`); the results list the epochs that followed a
+resume.
 
 `--mode teacher-xla` times the teacher's inference (`--teacher-model`, at
 `--image-size` and `--batch-size`) compiled with and without XLA, in
@@ -66,6 +76,8 @@ Examples:
     nice -n 10 python benchmarks/imagenet_throughput.py --mode online --epochs 3 \
         --data-dir ../shared/data/imagenette
     python benchmarks/imagenet_throughput.py --mode online --quick   # about a minute
+    nice -n 10 python benchmarks/imagenet_throughput.py --mode online --epochs 8 \
+        --checkpoint --out-dir runs/online8 --data-dir ../shared/data/imagenette
     python benchmarks/imagenet_throughput.py --mode pipeline --rounds 5 \
         --pipeline-batches 40 --data-dir ../shared/data/imagenette
 """
@@ -74,10 +86,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
 import time
+import warnings
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -86,10 +101,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from keras_kd import distribute  # noqa: E402
+from keras_kd import distribute, files, training  # noqa: E402
 from keras_kd.datasets import imagenet  # noqa: E402
 from keras_kd.experiments import imagenet_models  # noqa: E402
-from keras_kd.runs import RunFolder  # noqa: E402
+from keras_kd.runs import RunFolder, RunSettingsError  # noqa: E402
+from keras_kd.teacher_inference import weights_digest  # noqa: E402
 from keras_kd.teacher_precision import forward_in  # noqa: E402
 
 MODES = ("steps", "online", "teacher-xla", "pipeline")
@@ -148,7 +164,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--skip-pipeline", action="store_true")
     online = parser.add_argument_group("online mode")
-    online.add_argument("--epochs", type=int, default=3)
+    online.add_argument("--epochs", type=int, default=None,
+                        help="default 3 (1 with --quick)")
     online.add_argument("--seed", type=int, default=0)
     online.add_argument("--base-lr", type=float, default=0.1,
                         help="for a global batch of 256 (linear rule)")
@@ -170,6 +187,9 @@ def parse_args(argv=None):
     online.add_argument("--quick", action="store_true",
                         help="2 classes, 16 + 8 images each, 32 px, 1 epoch, "
                              "MobileNetV2 x0.35 teacher and student")
+    online.add_argument("--checkpoint", action="store_true",
+                        help="save every model after each epoch into --out-dir; "
+                             "the same command run again continues from there")
     parser.add_argument("--teacher-dtype", nargs="+", default=["float32"],
                         choices=("float32", "bfloat16", "float16"),
                         help="online mode: keras-kd's Distiller(teacher_dtype=...) "
@@ -189,7 +209,9 @@ def parse_args(argv=None):
     }[args.mode]
     if args.quick:
         mode_defaults = {"image_size": 32, "batch_size": 8, "student_width": 0.35}
-        args.epochs, args.teacher_model = 1, "mobilenetv2"
+        args.teacher_model = "mobilenetv2"
+    if args.epochs is None:
+        args.epochs = 1 if args.quick else 3
     for name, value in mode_defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -414,7 +436,7 @@ def _peer(student, teacher, optimizer, metrics):
     return model, "keras_kd.peers.keras_distillation_peer"
 
 
-def online_rows(args):
+def online_rows(args, folder: RunFolder):
     """keras-kd against keras.distillation, online, interleaved epoch by epoch."""
     setup = distribute.configure(
         "default", per_replica_batch_size=args.batch_size, base_lr=args.base_lr
@@ -505,7 +527,39 @@ def online_rows(args):
     epoch_seconds = {name: [] for name in models}
     val_seconds = {name: [] for name in models}
     val_top1 = {name: [] for name in models}
-    for epoch in range(args.epochs):
+    figures = {"epoch_seconds": epoch_seconds, "validation_seconds": val_seconds,
+               "val_top1": val_top1, "resumed_before_epochs": [],
+               "warmup_seconds": []}
+    checkpoint = None
+    if args.checkpoint:
+        checkpoint = _EpochCheckpoint(folder, _online_settings(args), list(models))
+        if checkpoint.epochs_done:
+            batches = _autotuned(imagenet.train_dataset(
+                data, image_size=args.image_size,
+                global_batch_size=setup.global_batch_size, seed=args.seed,
+            ), args.tf_data_autotune)
+            saved = [model for model, _ in models.values()]
+            for key, value in checkpoint.restore(saved, steps, batches).items():
+                if isinstance(value, dict):
+                    figures[key].update(value)
+                else:
+                    figures[key][:] = value
+            print(f"resumed after epoch {checkpoint.epochs_done} from "
+                  f"{checkpoint.folder}", flush=True)
+            if checkpoint.epochs_done < args.epochs:
+                # What the uninterrupted run paid in its first epoch (tracing,
+                # keras-kd's teacher outputs on the validation split), paid
+                # here untimed: one step and a validation, then the saved
+                # state again.
+                start = time.perf_counter()
+                for model in saved:
+                    model.fit(batches, epochs=1, steps_per_epoch=1,
+                              validation_data=val, verbose=0)
+                checkpoint.restore(saved, steps, batches)
+                figures["warmup_seconds"].append(time.perf_counter() - start)
+                figures["resumed_before_epochs"].append(checkpoint.epochs_done + 1)
+    first_epoch = checkpoint.epochs_done if checkpoint else 0
+    for epoch in range(first_epoch, args.epochs):
         order = list(models) if epoch % 2 == 0 else list(models)[::-1]
         for name in order:
             model, _ = models[name]
@@ -527,6 +581,8 @@ def online_rows(args):
                   f"{epoch_seconds[name][-1]:.1f} s with validation "
                   f"({clock.seconds:.1f} s of it validating), "
                   f"val_top1 {val_top1[name][-1]:.4f}", flush=True)
+        if checkpoint:
+            checkpoint.save([model for model, _ in models.values()], epoch + 1, figures)
     rows = []
     for name, (_, how) in models.items():
         scores = imagenet_models.score(students[name], val)
@@ -543,6 +599,8 @@ def online_rows(args):
             "total_s": sum(seconds),
             "top1": scores["top1"],
             "top5": scores["top5"],
+            # Equal digests: the same student, e.g. after a resume or a rerun.
+            "student_sha256": weights_digest(students[name])[:16],
         })
     peer = rows[-1]
     peer_seconds = epoch_seconds[PEER]
@@ -579,9 +637,95 @@ def online_rows(args):
         f"{setup.learning_rate:g}, T = {TEMPERATURE}, soft weight {SOFT_WEIGHT}; "
         f"tf.data autotuning {args.tf_data_autotune}; teacher {origin}."
     )
+    if figures["resumed_before_epochs"]:
+        notes += (
+            " Resumed from a checkpoint before epoch(s) "
+            f"{', '.join(map(str, figures['resumed_before_epochs']))} (untimed "
+            "warm-up: one training step and one validation per model, then the "
+            "saved state loaded again; "
+            + ", ".join(f"{t:.1f} s" for t in figures["warmup_seconds"]) + ")."
+        )
     curves = {f"{name} val_top1": values for name, values in val_top1.items()}
-    extra = {"epoch_seconds": epoch_seconds, "validation_seconds": val_seconds}
+    extra = {key: figures[key] for key in
+             ("epoch_seconds", "validation_seconds", "resumed_before_epochs",
+              "warmup_seconds")}  # fmt: skip
     return rows, notes, {**extra, "curves": curves}
+
+
+def _online_settings(args) -> dict:
+    """What shapes an online run's models and figures: a checkpoint made with
+    other settings (or on another CPU) is not continued."""
+    ignored = {"out_dir", "checkpoint", "mode"}
+    settings = {k: v for k, v in vars(args).items() if k not in ignored}
+    if args.teacher_weights:
+        settings["teacher_sha256"] = files.sha256_file(args.teacher_weights)
+    settings["cpu"] = _cpu_description()
+    return settings
+
+
+class _EpochCheckpoint:
+    """The online mode's models and figures, saved after each finished epoch.
+
+    Files in `folder`: `model-<i>.epoch-<e>.weights.h5` (model and optimizer
+    variables, `keras.Model.save_weights`) for the last finished epoch `e`, and
+    `state.json`, written last, naming `e` with the figures so far. A kill
+    while saving leaves the previous epoch's files and state whole.
+    """
+
+    KIND = "online-epochs"
+
+    def __init__(self, run_folder: RunFolder, settings: dict, names: list[str]):
+        try:
+            run = run_folder.model("online-epochs", {**settings, "models": names})
+        except RunSettingsError as error:
+            raise SystemExit(f"--checkpoint: {error}") from None
+        self.folder = files.claim_folder(run.backup_dir, kind=self.KIND)
+        self._state_path = self.folder / "state.json"
+        self.state = (
+            json.loads(self._state_path.read_text())
+            if self._state_path.exists() else {"epochs_done": 0}
+        )  # fmt: skip
+
+    @property
+    def epochs_done(self) -> int:
+        return int(self.state["epochs_done"])
+
+    def _weights(self, index: int, epoch: int) -> Path:
+        return self.folder / f"model-{index}.epoch-{epoch}.weights.h5"
+
+    def save(self, models: list[keras.Model], epoch: int, figures: dict) -> None:
+        previous = self.epochs_done
+        for index, model in enumerate(models):
+            with files.atomic_path(self._weights(index, epoch)) as partial:
+                model.save_weights(partial)
+        self.state = {"epochs_done": epoch, **figures}
+        files.atomic_write_json(self._state_path, self.state)
+        if previous and previous != epoch:
+            files.remove_owned(
+                self.folder, self.KIND,
+                [self._weights(index, previous).name for index in range(len(models))],
+            )
+
+    def restore(
+        self, models: list[keras.Model], steps_per_epoch: int, batches: tf.data.Dataset
+    ) -> dict:
+        """Loads every model as it was after the last saved epoch (`batches`:
+        its training data, to build it); returns the figures saved with it."""
+        epoch = self.epochs_done
+        for index, model in enumerate(models):
+            # Keras skips (with a warning) an optimizer that is not built yet.
+            training.build_before_fit(model, batches)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("error", message=".*[Ss]kipping variable")
+                model.load_weights(self._weights(index, epoch))
+            done = int(model.optimizer.iterations.numpy())
+            if done != epoch * steps_per_epoch:
+                raise SystemExit(
+                    f"--checkpoint: model {index} in {self.folder} has taken {done} "
+                    f"optimizer steps, not the {epoch * steps_per_epoch} of "
+                    f"{epoch} epoch(s); use another --out-dir to start again"
+                )
+        return {k: v for k, v in self.state.items() if k != "epochs_done"}
 
 
 def _autotuned(dataset: tf.data.Dataset, autotune: str) -> tf.data.Dataset:
@@ -744,7 +888,9 @@ def main(argv=None):
     # The folder is claimed and locked before the run, so that a folder that
     # cannot take the results fails now rather than after hours of training.
     with RunFolder(args.out_dir) as folder:
-        rows, notes, extra = run(args)
+        rows, notes, extra = (
+            run(args, folder) if args.mode == "online" else run(args)
+        )
         _report(args, folder, rows, notes, extra, started, load_before)
 
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 OWNER_FILE = ".keras-kd.json"
+WEIGHTS_SUFFIX = ".weights.h5"  # the only name keras.Model.save_weights accepts
 
 
 class FolderNotOwnedError(ValueError):
@@ -60,7 +61,8 @@ def atomic_path(path: str | os.PathLike):
 
     Yields:
         A `Path` in the same folder, with the same suffix as `path` (some
-        writers, such as `keras.Model.save`, insist on it).
+        writers, such as `keras.Model.save`, insist on it; for a
+        `.weights.h5` file, as `keras.Model.save_weights` wants, both parts).
 
     Example:
 
@@ -76,7 +78,8 @@ def atomic_path(path: str | os.PathLike):
     # Keep the real suffix last: `model.save` wants `.keras`, `np.save` adds `.npy`.
     partial = _temporary_path(path)
     partial.unlink()
-    partial = partial.with_name(partial.name.removesuffix(".partial") + path.suffix)
+    suffix = WEIGHTS_SUFFIX if path.name.endswith(WEIGHTS_SUFFIX) else path.suffix
+    partial = partial.with_name(partial.name.removesuffix(".partial") + suffix)
     try:
         yield partial
         os.replace(partial, path)

@@ -24,6 +24,21 @@ def test_atomic_path_keeps_the_suffix_writers_need(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), np.arange(3))
 
 
+def test_atomic_path_gives_keras_save_weights_the_name_it_requires(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    target = tmp_path / "model-0.epoch-2.weights.h5"
+    with files.atomic_path(target) as partial:
+        assert partial.name.endswith(".weights.h5") and partial.parent == tmp_path
+        model.save_weights(partial)
+    again = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    again.load_weights(target)
+    for saved, loaded in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, loaded)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
 def test_atomic_write_json_writes_numpy_values(tmp_path):
     path = files.atomic_write_json(tmp_path / "a.json", {"n": np.int64(3), "v": np.ones(2)})
     assert path.read_text() == '{\n  "n": 3,\n  "v": [\n    1.0,\n    1.0\n  ]\n}\n'
