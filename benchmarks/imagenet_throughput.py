@@ -235,7 +235,7 @@ def pipeline_rows(args):
                     cache_bytes=cache_bytes,
                 )
             else:
-                # Caching cropped eval images helps only from the second pass.
+                # Uncached: every pass decodes, as a split too large to cache.
                 dataset = imagenet.eval_dataset(
                     data,
                     image_size=args.image_size,
@@ -479,8 +479,7 @@ def online_rows(args, folder: RunFolder):
             f"(layers {mixed[:3]}...), so its float32 row would not be float32: "
             "save it under the float32 policy, or pass --teacher-dtype only"
         )
-    # Before any training: a wrong or badly loaded teacher shows here, and the
-    # validation images are decoded once for every model alike.
+    # Before any training: a wrong or badly loaded teacher shows here.
     teacher_notes = _teacher_precision_notes(teacher, val, args.teacher_dtype)
     print(f"teacher {origin}:{teacher_notes}", flush=True)
     keras.utils.set_random_seed(args.seed)
@@ -532,7 +531,9 @@ def online_rows(args, folder: RunFolder):
                "warmup_seconds": []}
     checkpoint = None
     if args.checkpoint:
-        checkpoint = _EpochCheckpoint(folder, _online_settings(args), list(models))
+        checkpoint = _EpochCheckpoint(
+            folder, _online_settings(args, data), list(models)
+        )
         if checkpoint.epochs_done:
             batches = _autotuned(imagenet.train_dataset(
                 data, image_size=args.image_size,
@@ -652,14 +653,39 @@ def online_rows(args, folder: RunFolder):
     return rows, notes, {**extra, "curves": curves}
 
 
-def _online_settings(args) -> dict:
-    """What shapes an online run's models and figures: a checkpoint made with
-    other settings (or on another CPU) is not continued."""
-    ignored = {"out_dir", "checkpoint", "mode"}
-    settings = {k: v for k, v in vars(args).items() if k not in ignored}
-    if args.teacher_weights:
-        settings["teacher_sha256"] = files.sha256_file(args.teacher_weights)
-    settings["cpu"] = _cpu_description()
+ONLINE_OPTIONS = (
+    "epochs", "seed", "base_lr", "validation_teacher", "teacher_jit_compile",
+    "tf_data_autotune", "quick", "teacher_dtype", "teacher_model", "image_size",
+    "batch_size", "student_width",
+)
+
+
+def _online_settings(args, data: imagenet.ImageNetData) -> dict:
+    """What shapes an online run's students and times, for `_EpochCheckpoint`.
+
+    Args:
+        args: The parsed options.
+        data: The data the run reads (its files are fingerprinted, so moving
+            the folder is fine and changing its contents is not).
+
+    Returns:
+        The options of online mode, the data's and the teacher's fingerprints,
+        the CPU and the library versions.
+    """
+    import keras_kd
+
+    settings = {name: getattr(args, name) for name in ONLINE_OPTIONS}
+    settings["teacher_sha256"] = (
+        files.sha256_file(args.teacher_weights) if args.teacher_weights else None
+    )
+    for split in ("train", "val"):
+        part = getattr(data, split)
+        if isinstance(part, imagenet.FolderSplit):
+            settings[f"{split}_files"] = part.fingerprint()
+    settings.update(
+        cpu=_cpu_description(), tensorflow=tf.__version__, keras=keras.__version__,
+        keras_kd=keras_kd.__version__,
+    )
     return settings
 
 
@@ -672,11 +698,13 @@ class _EpochCheckpoint:
     while saving leaves the previous epoch's files and state whole.
     """
 
-    KIND = "online-epochs"
+    KIND = "online-epochs"  # of the folder, and the run's name in the run folder
 
     def __init__(self, run_folder: RunFolder, settings: dict, names: list[str]):
+        """Opens (or starts) the checkpoint of `names` trained with `settings`;
+        another command's checkpoint is refused naming what differs."""
         try:
-            run = run_folder.model("online-epochs", {**settings, "models": names})
+            run = run_folder.model(self.KIND, {**settings, "models": names})
         except RunSettingsError as error:
             raise SystemExit(f"--checkpoint: {error}") from None
         self.folder = files.claim_folder(run.backup_dir, kind=self.KIND)
@@ -688,29 +716,40 @@ class _EpochCheckpoint:
 
     @property
     def epochs_done(self) -> int:
+        """Epochs saved (0: none)."""
         return int(self.state["epochs_done"])
 
     def _weights(self, index: int, epoch: int) -> Path:
         return self.folder / f"model-{index}.epoch-{epoch}.weights.h5"
 
     def save(self, models: list[keras.Model], epoch: int, figures: dict) -> None:
-        previous = self.epochs_done
+        """Saves `models` (in the order they were given to `restore`) as they
+        are after `epoch`, with `figures` (JSON values); then removes the
+        files of earlier epochs."""
         for index, model in enumerate(models):
             with files.atomic_path(self._weights(index, epoch)) as partial:
                 model.save_weights(partial)
         self.state = {"epochs_done": epoch, **figures}
         files.atomic_write_json(self._state_path, self.state)
-        if previous and previous != epoch:
-            files.remove_owned(
-                self.folder, self.KIND,
-                [self._weights(index, previous).name for index in range(len(models))],
-            )
+        kept = {self._weights(index, epoch).name for index in range(len(models))}
+        older = [path.name for path in self.folder.glob("model-*.epoch-*.weights.h5")
+                 if path.name not in kept]  # fmt: skip
+        files.remove_owned(self.folder, self.KIND, older)
 
     def restore(
         self, models: list[keras.Model], steps_per_epoch: int, batches: tf.data.Dataset
     ) -> dict:
-        """Loads every model as it was after the last saved epoch (`batches`:
-        its training data, to build it); returns the figures saved with it."""
+        """Loads every model as it was after the last saved epoch.
+
+        Args:
+            models: Compiled, in the order `save` was given them.
+            steps_per_epoch: To check the optimizer steps each model has taken.
+            batches: Their training data (only its element spec is used, to
+                build the models and optimizers before loading).
+
+        Returns:
+            The figures saved with the epoch.
+        """
         epoch = self.epochs_done
         for index, model in enumerate(models):
             # Keras skips (with a warning) an optimizer that is not built yet.

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 OWNER_FILE = ".keras-kd.json"
-WEIGHTS_SUFFIX = ".weights.h5"  # the only name keras.Model.save_weights accepts
+WEIGHTS_SUFFIX = ".weights.h5"  # the ending keras.Model.save_weights wants for HDF5
 
 
 class FolderNotOwnedError(ValueError):

@@ -49,7 +49,7 @@ def test_eval_pipeline_centre_crops_names_the_corrupt_file_and_has_a_length(fold
             data, image_size=16, batch_size=4, counter=counter
         )
     (message,) = [str(w.message) for w in caught]
-    assert "1 of 7 validation files" in message
+    assert f"1 of 7 files under {str(root / 'val')!r}" in message
     assert f"{CLASSES[0]}/broken_0.JPEG" in message
     # The counting pass decoded the split once (and filled the cache).
     assert (counter.attempted, counter.decoded, counter.skipped) == (7, 6, 1)

@@ -17,11 +17,12 @@ horizontal flip; evaluation batches resize the shorter side to
 
 A file that cannot be decoded (a text file named `.JPEG`, a truncated
 download) is skipped, never fatal: pipelines count it with a `DecodeCounter`;
-`read_image_folder` and `eval_dataset` name it in a `SkippedImagesWarning`. A folder with a single class is an
-error. Training randomness is *stateless*: the order of each epoch and the crop
-of each example are functions of the seed and the example's position in the
-stream, so a run resumed at step `k` (`start_step=k`) sees exactly the batches
-the uninterrupted run saw (folder source; see `train_dataset`).
+`read_image_folder` and `eval_dataset` name it in a `SkippedImagesWarning`. A
+folder with a single class is an error. Training randomness is *stateless*: the
+order of each epoch and the crop of each example are functions of the seed and
+the example's position in the stream, so a run resumed at step `k`
+(`start_step=k`) sees exactly the batches the uninterrupted run saw (folder
+source; see `train_dataset`).
 """
 
 from __future__ import annotations
@@ -461,18 +462,13 @@ def decode_images(
     decoded = set(np.concatenate(indices).tolist()) if indices else set()
     skipped = tuple(p for i, p in enumerate(split.files) if i not in decoded)
     if not decoded:
-        raise ValueError(
-            f"None of the {split.num_examples} image files under {str(split.root)!r} "
-            "could be decoded (JPEG, PNG, GIF or BMP expected)."
-        )
+        raise _nothing_decoded(split.num_examples, str(split.root))
     if skipped:
-        shown = ", ".join(os.path.relpath(p, split.root) for p in skipped[:3])
-        warnings.warn(
-            f"{len(skipped)} of {split.num_examples} files under {str(split.root)!r} "
-            f"could not be decoded as images and were skipped ({shown}"
-            f"{', ...' if len(skipped) > 3 else ''}).",
-            SkippedImagesWarning,
-            stacklevel=2,
+        _warn_skipped(
+            [os.path.relpath(path, split.root) for path in skipped],
+            split.num_examples,
+            str(split.root),
+            stacklevel=3,
         )
     return ImageArrays(
         np.concatenate(images),
@@ -911,7 +907,8 @@ def eval_dataset(
     then has a known length (`cardinality()`), so Keras shows a progress bar with
     a total and does not warn that the input "ran out of data" at the end of the
     first evaluation. Files that cannot be decoded are left out and named in one
-    `SkippedImagesWarning`. When the crops are cached, that pass fills the cache
+    `SkippedImagesWarning` (when the split's size is known: always for a
+    folder). When the crops are cached, that pass fills the cache
     and costs nothing extra; otherwise (a split too large for `cache_bytes`) it
     is one more decoding pass, once per call.
 
@@ -950,10 +947,8 @@ def eval_dataset(
 
     if isinstance(data.val, TfdsSplit):
         pairs = data.val.encoded()
-        files = None
     else:
         split = data.val
-        files = split.files
         pairs = tf.data.Dataset.from_tensor_slices(
             (list(split.files), split.labels)
         ).map(lambda path, label: (tf.io.read_file(path), label))
@@ -966,8 +961,8 @@ def eval_dataset(
     size = data.val.num_examples
     if cache_bytes and size is not None and size * image_size**2 * 3 <= cache_bytes:
         indexed = indexed.cache()
-    decoded = _count_decodable(indexed, data.val, files)
-    images = indexed.map(lambda index, image, label: (tf.cast(image, tf.float32), label))
+    decoded = _count_decodable(indexed, data.val)
+    images = indexed.map(lambda _, image, label: (tf.cast(image, tf.float32), label))
     images = images.apply(tf.data.experimental.assert_cardinality(decoded))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = (
@@ -976,38 +971,62 @@ def eval_dataset(
     return images.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _count_decodable(indexed: tf.data.Dataset, split, files) -> int:
-    """Runs one pass over `(index, image, label)`: how many images decoded,
-    with one `SkippedImagesWarning` naming those that did not."""
+def _count_decodable(
+    indexed: tf.data.Dataset, split: FolderSplit | TfdsSplit
+) -> int:
+    """Reads `(index, image, label)` elements once.
+
+    Args:
+        indexed: The decoded split, undecodable elements dropped.
+        split: Where they come from (for the counts and the names).
+
+    Returns:
+        How many images decoded.
+
+    Raises:
+        ValueError: when none did.
+    """
     seen = np.concatenate(
         [np.zeros(0, np.int64)]
         + [batch.numpy() for batch in indexed.map(lambda i, x, y: i).batch(4096)]
     )
     if isinstance(split, TfdsSplit):
-        where = f"{split.dataset_name}/{split.name}"
+        where, names = f"{split.dataset_name}/{split.name}", None
     else:
         where = str(split.root)
+        names = [os.path.relpath(path, split.root) for path in split.files]
     if not seen.size:
-        raise ValueError(
-            f"None of the validation images in {where!r} could be decoded "
-            "(JPEG, PNG, GIF or BMP expected)."
-        )
+        raise _nothing_decoded(split.num_examples, where)
+    # Without tfds' split size (tfds.testing.mock_data), skips cannot be counted.
     total = split.num_examples if split.num_examples is not None else seen.size
     if seen.size < total:
         missing = np.setdiff1d(np.arange(total), seen)
-        shown = (
-            ", ".join(os.path.relpath(files[i], split.root) for i in missing[:3])
-            if files is not None
-            else f"examples {missing[:3].tolist()}"
-        )
-        warnings.warn(
-            f"{missing.size} of {total} validation files under {where!r} "
-            f"could not be decoded as images and were skipped ({shown}"
-            f"{', ...' if missing.size > 3 else ''}).",
-            SkippedImagesWarning,
-            stacklevel=3,
+        _warn_skipped(
+            [names[i] if names else f"example {i}" for i in missing],
+            total,
+            where,
+            stacklevel=4,
         )
     return int(seen.size)
+
+
+def _nothing_decoded(total: int | None, where: str) -> ValueError:
+    count = f"the {total} " if total is not None else "the "
+    return ValueError(
+        f"None of {count}image files under {where!r} could be decoded (JPEG, PNG, "
+        "GIF or BMP expected)."
+    )
+
+
+def _warn_skipped(skipped: Sequence[str], total: int, where: str, stacklevel: int):
+    """One `SkippedImagesWarning` for `skipped` (names relative to `where`)."""
+    shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    warnings.warn(
+        f"{len(skipped)} of {total} files under {where!r} could not be decoded as "
+        f"images and were skipped ({shown}).",
+        SkippedImagesWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def crop_augment(image_size: int) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:

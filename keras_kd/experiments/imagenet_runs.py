@@ -33,6 +33,8 @@ from keras_kd.experiments import imagenet_models as models
 from keras_kd.runs import ModelRun, RunFolder
 
 if TYPE_CHECKING:
+    import tensorflow as tf
+
     from keras_kd.experiments.imagenet import Settings
 
 ONLINE_KINDS = ("kd", "peer")
@@ -135,15 +137,20 @@ class ImagenetExperiment:
             )
         self.steps = steps
         self.train_counter = data_sets.DecodeCounter()
-        self.val = data_sets.eval_dataset(
-            data,
-            image_size=s.image_size,
-            batch_size=setup.global_batch_size,
-            cache_bytes=s.cache_mb * 2**20,
-        )
         self._teacher = None
         self._cache = None
         self.cache_record: dict = {}
+
+    @functools.cached_property
+    def val(self) -> tf.data.Dataset:
+        """The validation batches, built (which decodes the split once) when a
+        run first needs them: a rerun whose models are all finished skips it."""
+        return data_sets.eval_dataset(
+            self.data,
+            image_size=self.settings.image_size,
+            batch_size=self.setup.global_batch_size,
+            cache_bytes=self.settings.cache_mb * 2**20,
+        )
 
     def model_run(self, name: str, settings: Mapping) -> ModelRun:
         """`RunFolder.model` with nested settings flattened (`teacher.epochs`), so
