@@ -279,3 +279,34 @@ def test_subset_keeps_the_first_classes_and_files(folder):
     assert data.train.fingerprint() != imagenet.load_imagenet(root).train.fingerprint()
     with pytest.raises(ValueError, match="at least two classes"):
         imagenet.load_imagenet(root).subset(1)
+
+
+def test_eval_pipeline_under_two_replicas_reads_the_cache_and_scores_the_same(folder):
+    import keras
+    from conftest import two_replicas
+
+    root, _ = folder
+    data = imagenet.load_imagenet(root)
+    counter = imagenet.DecodeCounter()
+    with pytest.warns(imagenet.SkippedImagesWarning):
+        dataset = imagenet.eval_dataset(
+            data, image_size=16, batch_size=4, counter=counter
+        )
+
+    def scores(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential(
+                [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(),
+                 keras.layers.Dense(3)]
+            )
+            model.compile(
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+        return model.evaluate(dataset, verbose=0)
+
+    single = scores(tf.distribute.get_strategy())
+    for _ in range(2):
+        np.testing.assert_allclose(scores(two_replicas()), single, rtol=1e-5)
+    assert counter.attempted == 7  # decoded once, when built; never again
