@@ -21,6 +21,21 @@ def batches(dataset, count):
     return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
 
 
+def _tiny_classifier():
+    """A compiled 3-class model on 16 x 16 images, for evaluating a pipeline."""
+    import keras
+
+    model = keras.Sequential(
+        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(),
+         keras.layers.Dense(3)]
+    )
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def test_folder_lists_classes_images_and_ignores_other_files(folder):
     root, counts = folder
     data = imagenet.load_imagenet(root, source="auto")
@@ -87,20 +102,12 @@ def test_keras_evaluates_the_eval_pipeline_without_an_out_of_data_warning(folder
     0.3.0's pipeline raised on the first validation of every ImageNet run."""
     import warnings
 
-    import keras
 
     root, _ = folder
     data = imagenet.load_imagenet(root)
     with pytest.warns(imagenet.SkippedImagesWarning):
         dataset = imagenet.eval_dataset(data, image_size=16, batch_size=4)
-    model = keras.Sequential(
-        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(),
-         keras.layers.Dense(3)]
-    )
-    model.compile(
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    model = _tiny_classifier()
     unknown = dataset.filter(lambda images, labels: True)
     assert int(unknown.cardinality()) == tf.data.UNKNOWN_CARDINALITY
     for data_set, warns in ((unknown, True), (dataset, False)):
@@ -296,14 +303,7 @@ def test_eval_pipeline_under_two_replicas_reads_the_cache_and_scores_the_same(fo
     def scores(strategy):
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            model = keras.Sequential(
-                [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(),
-                 keras.layers.Dense(3)]
-            )
-            model.compile(
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
-            )
+            model = _tiny_classifier()
         return model.evaluate(dataset, verbose=0)
 
     single = scores(tf.distribute.get_strategy())
